@@ -102,6 +102,19 @@ pub(crate) trait Definition {
     }
     /// Per-dimension term of a pair.
     fn term<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R;
+    /// `true` when `term = quad + ln(log_arg)`: the kernels then sum the logarithms as the
+    /// logarithm of blocked products, one `ln` per several dimensions instead of one each.
+    const LOG_SPLIT: bool = false;
+    /// The rational part of a split term.
+    #[inline(always)]
+    fn quad<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R {
+        Self::term(x1, y1, x2, y2)
+    }
+    /// The argument of the logarithm of a split term.
+    #[inline(always)]
+    fn log_arg<R: Real>(_y1: R, _y2: R) -> R {
+        R::one()
+    }
     /// The distance from the summed terms and the two items' offsets.
     fn finish<R: Real>(sum: R, off1: R, off2: R, dim: usize) -> R;
 }
@@ -136,9 +149,17 @@ impl Definition for MlsDef {
     }
     #[inline(always)]
     fn term<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R {
+        Self::quad(x1, y1, x2, y2) + Self::log_arg(y1, y2).ln_pos()
+    }
+    const LOG_SPLIT: bool = true;
+    #[inline(always)]
+    fn quad<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R {
         let d = x1 - x2;
-        let t = y1 + y2;
-        d * d / t + (t + R::lit(MLS_EPS)).ln_pos()
+        d * d / (y1 + y2)
+    }
+    #[inline(always)]
+    fn log_arg<R: Real>(y1: R, y2: R) -> R {
+        y1 + y2 + R::lit(MLS_EPS)
     }
     #[inline(always)]
     fn finish<R: Real>(sum: R, _: R, _: R, _: usize) -> R {
@@ -172,12 +193,21 @@ impl Definition for BhattacharyyaDef {
     fn item_offset<R: Real>(_mu: &[R], v: &[R]) -> R {
         R::lit(-0.25) * v.iter().copied().sum::<R>()
     }
+    /// `½Δ²/t + ln t`; the outer `½`, the `−½ ln 2` per dimension and the log-variance
+    /// offsets are applied in `finish`.
     #[inline(always)]
     fn term<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R {
+        Self::quad(x1, y1, x2, y2) + Self::log_arg(y1, y2).ln_pos()
+    }
+    const LOG_SPLIT: bool = true;
+    #[inline(always)]
+    fn quad<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R {
         let d = x1 - x2;
-        let t = y1 + y2;
-        // ½·[½Δ²/t + ln t]; the −½ ln 2 per dimension is added in `finish`.
-        R::lit(0.5) * d * d / t + (t).ln_pos()
+        R::lit(0.5) * d * d / (y1 + y2)
+    }
+    #[inline(always)]
+    fn log_arg<R: Real>(y1: R, y2: R) -> R {
+        y1 + y2
     }
     #[inline(always)]
     fn finish<R: Real>(sum: R, off1: R, off2: R, dim: usize) -> R {
@@ -196,6 +226,15 @@ impl Definition for HellingerDef {
     #[inline(always)]
     fn term<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R {
         BhattacharyyaDef::term(x1, y1, x2, y2)
+    }
+    const LOG_SPLIT: bool = true;
+    #[inline(always)]
+    fn quad<R: Real>(x1: R, y1: R, x2: R, y2: R) -> R {
+        BhattacharyyaDef::quad(x1, y1, x2, y2)
+    }
+    #[inline(always)]
+    fn log_arg<R: Real>(y1: R, y2: R) -> R {
+        BhattacharyyaDef::log_arg(y1, y2)
     }
     #[inline(always)]
     fn finish<R: Real>(sum: R, off1: R, off2: R, dim: usize) -> R {

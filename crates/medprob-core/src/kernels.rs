@@ -10,11 +10,13 @@
 //! * **Fused blocked loop** (`Mls`, `Bhattacharyya`, `Hellinger`, `SymmetricKl`): these do not
 //!   decompose into a product, so each pair is summed over `D` directly, from per-item
 //!   quantities prepared once (`exp(v)` is never evaluated per pair). Queries are processed
-//!   in small groups against cache-sized gallery blocks, four gallery items at a time in
-//!   16 lanes, and the code is compiled for AVX-512 and AVX2 with run-time dispatch. No
+//!   in small groups against cache-sized gallery blocks, one pair at a time in 16 lanes,
+//!   with the logarithms of 8 dimensions taken as one logarithm of their product, and the code is compiled for AVX-512 and AVX2 with run-time dispatch. No
 //!   `N×M×D` intermediate is ever formed.
 //!
 //! Both parallelise over queries with rayon (set `RAYON_NUM_THREADS` to limit them).
+
+use std::borrow::Cow;
 
 use ndarray::{Array1, Array2, ArrayView2};
 use rayon::prelude::*;
@@ -88,17 +90,14 @@ pub fn squared_euclidean(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Resu
     }
     let prep = |a: ArrayView2<'_, f32>| {
         let x: Vec<f32> = a.as_standard_layout().iter().copied().collect();
-        let norm = x
-            .chunks_exact(a.ncols().max(1))
-            .map(|r| r.iter().map(|v| v * v).sum())
-            .collect::<Vec<f32>>();
+        let norm = row_sums(&x, a.ncols(), |v| v * v);
         let n = a.nrows();
         GemmPrepared {
             n,
             cols: a.ncols(),
-            x,
-            norm,
-            extra: vec![0.0; n],
+            x: Cow::Owned(x),
+            norm: Cow::Owned(norm),
+            extra: Cow::Owned(vec![0.0; n]),
         }
     };
     let (px, py) = (prep(x), prep(y));
@@ -167,9 +166,9 @@ pub fn top_k(
 
 /// Streaming top-k search: the queries are fixed, gallery blocks arrive one at a time (for
 /// instance read from disk), and only `k` candidates per query are kept between blocks.
-pub struct TopKAccumulator {
+pub struct TopKAccumulator<'a> {
     distance: Distance,
-    queries: Prepared,
+    queries: Prepared<'a>,
     dim: usize,
     k: usize,
     options: TopKOptions,
@@ -177,11 +176,11 @@ pub struct TopKAccumulator {
     tile: Vec<f32>,
 }
 
-impl TopKAccumulator {
+impl<'a> TopKAccumulator<'a> {
     /// Prepare the queries once; `k ≥ 1`, block sizes ≥ 1.
     pub fn new(
         distance: Distance,
-        queries: &GaussianEmbeddings,
+        queries: &'a GaussianEmbeddings,
         k: usize,
         options: TopKOptions,
     ) -> Result<Self> {
@@ -313,18 +312,19 @@ fn check_dims(what: &'static str, a: &GaussianEmbeddings, b: &GaussianEmbeddings
 }
 
 /// Per-item quantities of a batch, prepared once for the chosen distance.
-enum Prepared {
-    Gemm(GemmPrepared),
+enum Prepared<'a> {
+    Gemm(GemmPrepared<'a>),
     Fused(FusedPrepared),
 }
 
-/// Augmented vectors `x`, their squared norms, and the additive per-item term `c`.
-struct GemmPrepared {
+/// Augmented vectors `x`, their squared norms, and the additive per-item term `c`
+/// (borrowed where the caller's buffers serve as they are).
+struct GemmPrepared<'a> {
     n: usize,
     cols: usize,
-    x: Vec<f32>,
-    norm: Vec<f32>,
-    extra: Vec<f32>,
+    x: Cow<'a, [f32]>,
+    norm: Cow<'a, [f32]>,
+    extra: Cow<'a, [f32]>,
 }
 
 /// The `(x, y)` quantities of [`Definition::prep`] and the per-item offsets.
@@ -335,43 +335,42 @@ struct FusedPrepared {
     x: Vec<f32>,
     y: Vec<f32>,
     off: Vec<f32>,
+    /// Smallest and largest `y`, to decide whether blocked products of `log_arg` stay
+    /// inside the normal `f32` range.
+    y_range: (f32, f32),
 }
 
 /// A view of a prepared batch restricted to a range of items.
 struct PreparedRange<'a> {
-    inner: &'a Prepared,
+    inner: &'a Prepared<'a>,
     range: std::ops::Range<usize>,
 }
 
-impl Prepared {
-    fn new(distance: Distance, e: &GaussianEmbeddings) -> Self {
+impl<'a> Prepared<'a> {
+    fn new(distance: Distance, e: &'a GaussianEmbeddings) -> Self {
         let (n, d) = (e.len(), e.dim());
         let (mu, v) = (e.mean_slice(), e.log_var_slice());
         match distance {
-            Distance::Csd => {
-                let norm = mu.chunks_exact(d).map(|r| r.iter().map(|x| x * x).sum()).collect();
-                let extra = v.chunks_exact(d).map(|r| r.iter().map(|x| x.exp()).sum()).collect();
-                Prepared::Gemm(GemmPrepared {
-                    n,
-                    cols: d,
-                    x: mu.to_vec(),
-                    norm,
-                    extra,
-                })
-            }
+            Distance::Csd => Prepared::Gemm(GemmPrepared {
+                n,
+                cols: d,
+                x: Cow::Borrowed(mu),
+                norm: Cow::Owned(row_sums(mu, d, |x| x * x)),
+                extra: Cow::Owned(row_sums(v, d, f32::exp)),
+            }),
             Distance::Wasserstein2 => {
                 let mut x = Vec::with_capacity(n * 2 * d);
                 for i in 0..n {
                     x.extend_from_slice(&mu[i * d..(i + 1) * d]);
                     x.extend(v[i * d..(i + 1) * d].iter().map(|&v| (0.5 * v).exp()));
                 }
-                let norm = x.chunks_exact(2 * d).map(|r| r.iter().map(|x| x * x).sum()).collect();
+                let norm = row_sums(&x, 2 * d, |x| x * x);
                 Prepared::Gemm(GemmPrepared {
                     n,
                     cols: 2 * d,
-                    x,
-                    norm,
-                    extra: vec![0.0; n],
+                    x: Cow::Owned(x),
+                    norm: Cow::Owned(norm),
+                    extra: Cow::Owned(vec![0.0; n]),
                 })
             }
             _ => with_definition!(distance, D => Prepared::Fused(fused_prepare::<D>(distance, e))),
@@ -385,18 +384,18 @@ impl Prepared {
         }
     }
 
-    fn range(&self, range: std::ops::Range<usize>) -> PreparedRange<'_> {
+    fn range(&'a self, range: std::ops::Range<usize>) -> PreparedRange<'a> {
         PreparedRange { inner: self, range }
     }
 
     /// Fill `out` (rows = self.len(), row stride `stride`) with distances to `gallery`.
-    fn distances_into(&self, gallery: &Prepared, out: &mut [f32], stride: usize) {
+    fn distances_into(&'a self, gallery: &Prepared<'_>, out: &mut [f32], stride: usize) {
         self.range(0..self.len()).distances_into(gallery, out, stride)
     }
 }
 
 impl PreparedRange<'_> {
-    fn distances_into(&self, gallery: &Prepared, out: &mut [f32], stride: usize) {
+    fn distances_into(&self, gallery: &Prepared<'_>, out: &mut [f32], stride: usize) {
         match (self.inner, gallery) {
             (Prepared::Gemm(q), Prepared::Gemm(g)) => {
                 let q = q.sub(self.range.clone());
@@ -410,20 +409,31 @@ impl PreparedRange<'_> {
     }
 }
 
-impl GemmPrepared {
-    fn sub(&self, r: std::ops::Range<usize>) -> GemmPrepared {
+impl GemmPrepared<'_> {
+    fn sub(&self, r: std::ops::Range<usize>) -> GemmPrepared<'_> {
         GemmPrepared {
             n: r.len(),
             cols: self.cols,
-            x: self.x[r.start * self.cols..r.end * self.cols].to_vec(),
-            norm: self.norm[r.clone()].to_vec(),
-            extra: self.extra[r].to_vec(),
+            x: Cow::Borrowed(&self.x[r.start * self.cols..r.end * self.cols]),
+            norm: Cow::Borrowed(&self.norm[r.clone()]),
+            extra: Cow::Borrowed(&self.extra[r]),
         }
     }
 }
 
+/// `Σ_k f(row_k)` for each row of a row-major buffer, rows in parallel.
+fn row_sums(values: &[f32], cols: usize, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    if cols == 0 {
+        return vec![0.0; 0];
+    }
+    values
+        .par_chunks(cols)
+        .map(|r| r.iter().map(|&x| f(x)).sum())
+        .collect()
+}
+
 /// `out[i, j] = max(‖x_i‖² + ‖y_j‖² − 2 x_i·y_j, 0) + c_i + c_j`.
-fn gemm_into(q: &GemmPrepared, g: &GemmPrepared, out: &mut [f32], stride: usize) {
+fn gemm_into(q: &GemmPrepared<'_>, g: &GemmPrepared<'_>, out: &mut [f32], stride: usize) {
     let (n, m, k) = (q.n, g.n, q.cols);
     assert!(out.len() >= (n - 1) * stride + m, "output tile too small");
     // SAFETY: `out` holds n rows of `stride ≥ m` floats (checked above); `q.x` is n×k and
@@ -457,7 +467,7 @@ fn gemm_into(q: &GemmPrepared, g: &GemmPrepared, out: &mut [f32], stride: usize)
         .enumerate()
         .for_each(|(i, row)| {
             let (nq, cq) = (q.norm[i], q.extra[i]);
-            for ((o, &ng), &cg) in row[..m].iter_mut().zip(&g.norm).zip(&g.extra) {
+            for ((o, &ng), &cg) in row[..m].iter_mut().zip(g.norm.iter()).zip(g.extra.iter()) {
                 *o = (*o + nq + ng).max(0.0) + cq + cg;
             }
         });
@@ -466,16 +476,22 @@ fn gemm_into(q: &GemmPrepared, g: &GemmPrepared, out: &mut [f32], stride: usize)
 fn fused_prepare<D: Definition>(distance: Distance, e: &GaussianEmbeddings) -> FusedPrepared {
     let (n, dim) = (e.len(), e.dim());
     let (mu, v) = (e.mean_slice(), e.log_var_slice());
-    let mut x = Vec::with_capacity(n * dim);
-    let mut y = Vec::with_capacity(n * dim);
-    for (&m, &lv) in mu.iter().zip(v) {
-        let (a, b) = D::prep(m, lv);
-        x.push(a);
-        y.push(b);
-    }
+    let mut x = vec![0.0f32; n * dim];
+    let mut y = vec![0.0f32; n * dim];
+    x.par_chunks_mut(dim)
+        .zip(y.par_chunks_mut(dim))
+        .enumerate()
+        .for_each(|(i, (xr, yr))| {
+            for k in 0..dim {
+                (xr[k], yr[k]) = D::prep(mu[i * dim + k], v[i * dim + k]);
+            }
+        });
     let off = (0..n)
         .map(|i| D::item_offset(&mu[i * dim..(i + 1) * dim], &v[i * dim..(i + 1) * dim]))
         .collect();
+    let y_range = y
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     FusedPrepared {
         distance,
         n,
@@ -483,12 +499,11 @@ fn fused_prepare<D: Definition>(distance: Distance, e: &GaussianEmbeddings) -> F
         x,
         y,
         off,
+        y_range,
     }
 }
 
 const LANES: usize = 16;
-/// Gallery items summed together, reusing each loaded query chunk.
-const GJ: usize = 4;
 /// Query rows per parallel task.
 const ROWS_PER_TASK: usize = 8;
 /// Gallery items per cache block (256 items × D = 512 × 8 bytes = 1 MiB).
@@ -558,6 +573,12 @@ unsafe fn fused_task_avx2<D: Definition>(
     fused_task_body::<D>(q, rows, g, out, stride)
 }
 
+/// Dimensions per lane whose `log_arg` values are multiplied before one `ln`.
+const PRODUCT_RUN: usize = 8;
+/// `y` values inside `[e^-9, e^9]` keep a product of `PRODUCT_RUN` sums `y1 + y2 (+ε)`
+/// inside `[1e-29, 5e33]`, well within the normal `f32` range. Heads clamp `v` to ±6.
+const PRODUCT_SAFE: (f32, f32) = (1.234_098e-4, 8_103.084);
+
 /// The blocked loop. `#[inline(always)]` so that each `target_feature` wrapper above gets
 /// its own copy compiled for its instruction set.
 #[inline(always)]
@@ -568,6 +589,8 @@ fn fused_task_body<D: Definition>(
     out: &mut [f32],
     stride: usize,
 ) {
+    let safe = |p: &FusedPrepared| p.y_range.0 >= PRODUCT_SAFE.0 && p.y_range.1 <= PRODUCT_SAFE.1;
+    let split = D::LOG_SPLIT && safe(q) && safe(g);
     let d = q.dim;
     let full = d - d % LANES;
     let m = g.n;
@@ -578,52 +601,71 @@ fn fused_task_body<D: Definition>(
             let qx = &q.x[i * d..(i + 1) * d];
             let qy = &q.y[i * d..(i + 1) * d];
             let orow = &mut out[r * stride..r * stride + m];
-            let mut j = j0;
-            while j + GJ <= j1 {
-                let mut acc = [[0.0f32; LANES]; GJ];
-                let mut c = 0;
-                while c < full {
-                    let a: &[f32; LANES] = qx[c..c + LANES].try_into().expect("LANES-wide chunk");
-                    let b: &[f32; LANES] = qy[c..c + LANES].try_into().expect("LANES-wide chunk");
-                    for (u, acc_u) in acc.iter_mut().enumerate() {
-                        let o = (j + u) * d + c;
-                        let gx: &[f32; LANES] = g.x[o..o + LANES].try_into().expect("chunk");
-                        let gy: &[f32; LANES] = g.y[o..o + LANES].try_into().expect("chunk");
-                        for l in 0..LANES {
-                            acc_u[l] += D::term(a[l], b[l], gx[l], gy[l]);
-                        }
-                    }
-                    c += LANES;
-                }
-                for (u, acc_u) in acc.iter().enumerate() {
-                    let jj = j + u;
-                    let mut s: f32 = acc_u.iter().sum();
-                    for c in full..d {
-                        s += D::term(qx[c], qy[c], g.x[jj * d + c], g.y[jj * d + c]);
-                    }
-                    orow[jj] = D::finish(s, q.off[i], g.off[jj], d);
-                }
-                j += GJ;
-            }
-            while j < j1 {
+            for j in j0..j1 {
                 let gx = &g.x[j * d..(j + 1) * d];
                 let gy = &g.y[j * d..(j + 1) * d];
-                let mut acc = [0.0f32; LANES];
-                let mut c = 0;
-                while c < full {
-                    for l in 0..LANES {
-                        acc[l] += D::term(qx[c + l], qy[c + l], gx[c + l], gy[c + l]);
-                    }
-                    c += LANES;
-                }
-                let mut s: f32 = acc.iter().sum();
+                let mut s = if split {
+                    split_sum::<D>(qx, qy, gx, gy, full)
+                } else {
+                    term_sum::<D>(qx, qy, gx, gy, full)
+                };
                 for c in full..d {
                     s += D::term(qx[c], qy[c], gx[c], gy[c]);
                 }
                 orow[j] = D::finish(s, q.off[i], g.off[j], d);
-                j += 1;
             }
         }
         j0 = j1;
     }
+}
+
+/// `Σ term` over the first `full` dimensions (a multiple of `LANES`), in `LANES` partial
+/// sums. (Blocking several gallery items together made the compiler spill; one pair at a
+/// time vectorises cleanly, and the query row stays in L1.)
+#[inline(always)]
+fn term_sum<D: Definition>(qx: &[f32], qy: &[f32], gx: &[f32], gy: &[f32], full: usize) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for c in (0..full).step_by(LANES) {
+        let (a, b, x, y) = (chunk(qx, c), chunk(qy, c), chunk(gx, c), chunk(gy, c));
+        for l in 0..LANES {
+            acc[l] += D::term(a[l], b[l], x[l], y[l]);
+        }
+    }
+    acc.iter().sum()
+}
+
+/// As [`term_sum`] for `term = quad + ln(log_arg)`: the logarithms of `PRODUCT_RUN`
+/// consecutive dimensions of a lane are taken once, of their product.
+#[inline(always)]
+fn split_sum<D: Definition>(qx: &[f32], qy: &[f32], gx: &[f32], gy: &[f32], full: usize) -> f32 {
+    use crate::real::Real;
+    let mut acc = [0.0f32; LANES];
+    let mut prod = [1.0f32; LANES];
+    let mut run = 0;
+    for c in (0..full).step_by(LANES) {
+        let (a, b, x, y) = (chunk(qx, c), chunk(qy, c), chunk(gx, c), chunk(gy, c));
+        for l in 0..LANES {
+            acc[l] += D::quad(a[l], b[l], x[l], y[l]);
+            prod[l] *= D::log_arg(b[l], y[l]);
+        }
+        run += 1;
+        if run == PRODUCT_RUN {
+            for l in 0..LANES {
+                acc[l] += prod[l].ln_pos();
+                prod[l] = 1.0;
+            }
+            run = 0;
+        }
+    }
+    if run > 0 {
+        for l in 0..LANES {
+            acc[l] += prod[l].ln_pos();
+        }
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn chunk(v: &[f32], c: usize) -> &[f32; LANES] {
+    v[c..c + LANES].try_into().expect("LANES-wide chunk")
 }

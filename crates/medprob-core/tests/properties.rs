@@ -383,3 +383,44 @@ fn every_distance_is_differentiable() {
         }
     }
 }
+
+fn assert_kernel_matches_naive(q: &GaussianEmbeddings, g: &GaussianEmbeddings, tol: f64) {
+    let up = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    for dist in Distance::ALL {
+        let fast = kernels::pairwise(dist, q, g).unwrap();
+        for i in 0..q.len() {
+            for j in 0..g.len() {
+                let (m1, v1) = q.row(i);
+                let (m2, v2) = g.row(j);
+                let exact = pair_distance(dist, &up(m1), &up(v1), &up(m2), &up(v2));
+                let got = fast[[i, j]] as f64;
+                assert!(
+                    (got - exact).abs() <= tol * exact.abs().max(1.0),
+                    "{dist} [{i},{j}] kernel {got} vs naive {exact}"
+                );
+            }
+        }
+    }
+}
+
+/// Log-variances far outside the heads' range take the kernels' per-dimension logarithm
+/// path instead of blocked products; results still equal the definition.
+#[test]
+fn kernels_handle_extreme_log_variances() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mk = |n: usize, rng: &mut rand::rngs::StdRng| {
+        let d = 45;
+        let mean = (0..n * d).map(|_| rng.random_range(-50.0f32..50.0)).collect();
+        let lv = (0..n * d).map(|_| rng.random_range(-40.0f32..40.0)).collect();
+        GaussianEmbeddings::from_vecs(n, d, mean, lv).unwrap()
+    };
+    let (q, g) = (mk(5, &mut rng), mk(7, &mut rng));
+    assert_kernel_matches_naive(&q, &g, 1e-4);
+}
+
+/// Batches larger than the kernels' row tasks and gallery cache blocks.
+#[test]
+fn kernels_cross_block_boundaries() {
+    let (q, g) = (batch(21, 64, 12), batch(600, 64, 13));
+    assert_kernel_matches_naive(&q, &g, 2e-5);
+}

@@ -47,7 +47,10 @@ fn training(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(dist.name(), n), &n, |b, _| {
                 b.iter(|| {
                     let d: Tensor = tensor::pairwise(dist, &q, &g).expect("same D");
-                    d.sum_all().expect("sum").to_scalar::<f32>().expect("scalar")
+                    d.sum_all()
+                        .expect("sum")
+                        .to_scalar::<f32>()
+                        .expect("scalar")
                 })
             });
         }

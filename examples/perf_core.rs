@@ -83,11 +83,24 @@ fn plain_gemm(n: usize, d: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
     // SAFETY: the three buffers have the extents asserted above.
     unsafe {
         gemm::gemm(
-            n, n, d,
-            out.as_mut_ptr(), 1, n as isize, false,
-            a.as_ptr(), 1, d as isize,
-            b.as_ptr(), d as isize, 1,
-            0.0f32, 1.0f32, false, false, false,
+            n,
+            n,
+            d,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            d as isize,
+            b.as_ptr(),
+            d as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
             gemm::Parallelism::Rayon(rayon::current_num_threads()),
         );
     }

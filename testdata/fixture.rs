@@ -36,7 +36,11 @@ impl Fixture {
         let meta = header.metadata().clone().unwrap_or_default();
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .unwrap_or_else(|e| panic!("loading fixture tensors {}: {e}", path.display()));
-        Fixture { name, tensors, meta }
+        Fixture {
+            name,
+            tensors,
+            meta,
+        }
     }
 
     pub fn all() -> Vec<Fixture> {

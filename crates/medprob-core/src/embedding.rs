@@ -330,14 +330,25 @@ mod tests {
         }
         let v = array![[0.0, f32::INFINITY]];
         let e = GaussianEmbeddings::new(Array2::zeros((1, 2)), v).unwrap_err();
-        assert!(matches!(e, CoreError::NonFinite { what: "log-variance", row: 0, col: 1, .. }));
+        assert!(matches!(
+            e,
+            CoreError::NonFinite {
+                what: "log-variance",
+                row: 0,
+                col: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn rejects_unrepresentable_log_variance() {
         let v = array![[0.0, 90.0]];
         let e = GaussianEmbeddings::new(Array2::zeros((1, 2)), v).unwrap_err();
-        assert!(matches!(e, CoreError::LogVarianceRange { row: 0, col: 1, .. }), "{e}");
+        assert!(
+            matches!(e, CoreError::LogVarianceRange { row: 0, col: 1, .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -402,7 +413,10 @@ mod tests {
         let (m0, m1) = (col(0).mean().unwrap(), col(1).mean().unwrap());
         let var1 = col(1).mapv(|x| (x - m1) * (x - m1)).mean().unwrap();
         // Standard errors: 1/√4000 ≈ 0.016 for the mean, ≈ 0.045 for a variance of 2.
-        assert!((m0 - 1.0).abs() < 0.08 && (m1 + 2.0).abs() < 0.11, "{m0} {m1}");
+        assert!(
+            (m0 - 1.0).abs() < 0.08 && (m1 + 2.0).abs() < 0.11,
+            "{m0} {m1}"
+        );
         assert!((var1 - 2.0).abs() < 0.25, "{var1}");
     }
 }

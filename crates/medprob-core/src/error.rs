@@ -12,7 +12,10 @@ pub enum CoreError {
 
     /// An embedding with zero dimensions, or a batch that must not be empty is.
     #[error("{what}: {detail}")]
-    Empty { what: &'static str, detail: &'static str },
+    Empty {
+        what: &'static str,
+        detail: &'static str,
+    },
 
     /// A NaN or infinite value in a mean or log-variance.
     #[error("{what}: non-finite value {value} at row {row}, column {col}")]

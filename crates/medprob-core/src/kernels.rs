@@ -60,7 +60,11 @@ pub fn pairwise(
 }
 
 /// Distances between corresponding items, `d(a_i, b_i)`, `[N]`.
-pub fn paired(distance: Distance, a: &GaussianEmbeddings, b: &GaussianEmbeddings) -> Result<Array1<f32>> {
+pub fn paired(
+    distance: Distance,
+    a: &GaussianEmbeddings,
+    b: &GaussianEmbeddings,
+) -> Result<Array1<f32>> {
     check_dims("kernels::paired", a, b)?;
     if a.len() != b.len() {
         return Err(CoreError::Shape {
@@ -104,7 +108,12 @@ pub fn squared_euclidean(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Resu
     let mut out = Array2::<f32>::zeros((x.nrows(), y.nrows()));
     if px.n > 0 && py.n > 0 {
         let stride = py.n;
-        gemm_into(&px, &py, out.as_slice_mut().expect("standard layout"), stride);
+        gemm_into(
+            &px,
+            &py,
+            out.as_slice_mut().expect("standard layout"),
+            stride,
+        );
     }
     Ok(out)
 }
@@ -390,7 +399,8 @@ impl<'a> Prepared<'a> {
 
     /// Fill `out` (rows = self.len(), row stride `stride`) with distances to `gallery`.
     fn distances_into(&'a self, gallery: &Prepared<'_>, out: &mut [f32], stride: usize) {
-        self.range(0..self.len()).distances_into(gallery, out, stride)
+        self.range(0..self.len())
+            .distances_into(gallery, out, stride)
     }
 }
 
@@ -491,7 +501,9 @@ fn fused_prepare<D: Definition>(distance: Distance, e: &GaussianEmbeddings) -> F
         .collect();
     let y_range = y
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
     FusedPrepared {
         distance,
         n,
@@ -541,7 +553,8 @@ fn fused_task<D: Definition>(
             // SAFETY: the CPU supports AVX-512F (checked just above).
             return unsafe { fused_task_avx512::<D>(q, rows, g, out, stride) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { fused_task_avx2::<D>(q, rows, g, out, stride) };
         }
@@ -600,8 +613,8 @@ fn fused_task_body<D: Definition>(
         for (r, i) in rows.clone().enumerate() {
             let qx = &q.x[i * d..(i + 1) * d];
             let qy = &q.y[i * d..(i + 1) * d];
-            let orow = &mut out[r * stride..r * stride + m];
-            for j in j0..j1 {
+            let block = &mut out[r * stride + j0..r * stride + j1];
+            for (o, j) in block.iter_mut().zip(j0..j1) {
                 let gx = &g.x[j * d..(j + 1) * d];
                 let gy = &g.y[j * d..(j + 1) * d];
                 let mut s = if split {
@@ -612,7 +625,7 @@ fn fused_task_body<D: Definition>(
                 for c in full..d {
                     s += D::term(qx[c], qy[c], gx[c], gy[c]);
                 }
-                orow[j] = D::finish(s, q.off[i], g.off[j], d);
+                *o = D::finish(s, q.off[i], g.off[j], d);
             }
         }
         j0 = j1;

@@ -71,8 +71,14 @@ impl MonteCarloMatch {
             });
         }
         let (n, m, k, d) = (queries.len(), gallery.len(), self.samples, queries.dim());
-        let zq = queries.sample(k, rng).into_shape_with_order((n * k, d)).expect("contiguous");
-        let zg = gallery.sample(k, rng).into_shape_with_order((m * k, d)).expect("contiguous");
+        let zq = queries
+            .sample(k, rng)
+            .into_shape_with_order((n * k, d))
+            .expect("contiguous");
+        let zg = gallery
+            .sample(k, rng)
+            .into_shape_with_order((m * k, d))
+            .expect("contiguous");
         let mut out = Array2::<f32>::zeros((n, m));
         let squash = |x: f64| match self.squash {
             Squash::Sigmoid => sigmoid(x),

@@ -87,7 +87,11 @@ mod tests {
                 let got = ln_f32(y) as f64;
                 let err = (got - exact).abs() / exact.abs().max(1e-30);
                 // Near 1 the relative error of ln is ill-conditioned; measure absolute there.
-                let err = if exact.abs() < 1.0 { (got - exact).abs() } else { err };
+                let err = if exact.abs() < 1.0 {
+                    (got - exact).abs()
+                } else {
+                    err
+                };
                 worst = worst.max(err);
             }
             x *= 1.37;

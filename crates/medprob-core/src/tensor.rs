@@ -104,7 +104,10 @@ impl GaussianTensor {
     /// (candle's CPU generator cannot be seeded, so the caller draws `ε`).
     pub fn sample_with_noise(&self, noise: &Tensor) -> Result<Tensor> {
         let sigma = self.log_var.affine(0.5, 0.0)?.exp()?.unsqueeze(1)?;
-        Ok(self.mean.unsqueeze(1)?.broadcast_add(&noise.broadcast_mul(&sigma)?)?)
+        Ok(self
+            .mean
+            .unsqueeze(1)?
+            .broadcast_add(&noise.broadcast_mul(&sigma)?)?)
     }
 
     /// Copy to the host as validated `f32` embeddings.
@@ -143,13 +146,22 @@ pub fn match_logits(d: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dims() != [1] || b.dims() != [1] {
         return Err(CoreError::Tensor {
             what: "tensor::match_logits",
-            detail: format!("a and b must be scalars, got {:?} and {:?}", a.dims(), b.dims()),
+            detail: format!(
+                "a and b must be scalars, got {:?} and {:?}",
+                a.dims(),
+                b.dims()
+            ),
         });
     }
     Ok(d.broadcast_mul(&a)?.neg()?.broadcast_add(&b)?)
 }
 
-fn check_pair(what: &'static str, a: &GaussianTensor, b: &GaussianTensor, same_len: bool) -> Result<()> {
+fn check_pair(
+    what: &'static str,
+    a: &GaussianTensor,
+    b: &GaussianTensor,
+    same_len: bool,
+) -> Result<()> {
     if a.dim() != b.dim() || (same_len && a.len() != b.len()) {
         return Err(CoreError::Shape {
             what,
@@ -159,7 +171,11 @@ fn check_pair(what: &'static str, a: &GaussianTensor, b: &GaussianTensor, same_l
     if a.mean.dtype() != b.mean.dtype() {
         return Err(CoreError::Tensor {
             what,
-            detail: format!("dtypes differ: {:?} vs {:?}", a.mean.dtype(), b.mean.dtype()),
+            detail: format!(
+                "dtypes differ: {:?} vs {:?}",
+                a.mean.dtype(),
+                b.mean.dtype()
+            ),
         });
     }
     Ok(())
@@ -171,11 +187,19 @@ fn csd_gemm(a: &GaussianTensor, b: &GaussianTensor) -> Result<Tensor> {
         Ok((g.mean.sqr()?.sum_keepdim(1)? + g.log_var.exp()?.sum_keepdim(1)?)?)
     };
     let cross = a.mean.matmul(&b.mean.t()?)?.affine(-2.0, 0.0)?;
-    Ok(cross.broadcast_add(&row(a)?)?.broadcast_add(&row(b)?.t()?)?)
+    Ok(cross
+        .broadcast_add(&row(a)?)?
+        .broadcast_add(&row(b)?.t()?)?)
 }
 
 /// One formula per distance, summed over the last dimension; operands broadcast.
-fn formula(distance: Distance, m1: &Tensor, v1: &Tensor, m2: &Tensor, v2: &Tensor) -> Result<Tensor> {
+fn formula(
+    distance: Distance,
+    m1: &Tensor,
+    v1: &Tensor,
+    m2: &Tensor,
+    v2: &Tensor,
+) -> Result<Tensor> {
     let dim = m1.dim(D::Minus1)? as f64;
     let dm2 = m1.broadcast_sub(m2)?.sqr()?;
     let out = match distance {
@@ -238,4 +262,3 @@ pub fn ensure_float(what: &'static str, t: &Tensor) -> Result<()> {
         })
     }
 }
-

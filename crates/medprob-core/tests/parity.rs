@@ -7,7 +7,9 @@ mod fixture;
 
 use candle_core::{DType, Tensor};
 use fixture::{assert_close, Fixture, TOL_F32, TOL_F64};
-use medprob_core::{kernels, tensor, Distance, GaussianEmbeddings, GaussianTensor, MatchProbability};
+use medprob_core::{
+    kernels, tensor, Distance, GaussianEmbeddings, GaussianTensor, MatchProbability,
+};
 
 fn gaussian(f: &Fixture, mu: &str, lv: &str, dtype: DType) -> GaussianTensor {
     GaussianTensor::new(f.get(mu, dtype), f.get(lv, dtype)).unwrap()
@@ -40,8 +42,14 @@ fn match_logits_match_medprobclip() {
         let t1 = gaussian(f, "mu_t1", "lv_t1", dtype);
         let d = tensor::pairwise(Distance::Mls, &i1, &t1).unwrap();
         let dev = d.device().clone();
-        let a = Tensor::new(&[f.param("a")], &dev).unwrap().to_dtype(dtype).unwrap();
-        let b = Tensor::new(&[f.param("b")], &dev).unwrap().to_dtype(dtype).unwrap();
+        let a = Tensor::new(&[f.param("a")], &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let b = Tensor::new(&[f.param("b")], &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
         let logits = tensor::match_logits(&d, &a, &b).unwrap();
         let what = format!("{} {dtype:?} mpc_logits_i1_t1", f.name);
         assert_close(&what, &logits, &f.get("mpc_logits_i1_t1", DType::F64), tol);
@@ -84,7 +92,12 @@ fn pcmepp_match_probability_range() {
         let hi = probs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let got = Tensor::new(&[lo, hi], &candle_core::Device::Cpu).unwrap();
         let what = format!("{} pcmepp_match_prob_range", f.name);
-        assert_close(&what, &got, &f.get("pcmepp_match_prob_range", DType::F64), TOL_F64);
+        assert_close(
+            &what,
+            &got,
+            &f.get("pcmepp_match_prob_range", DType::F64),
+            TOL_F64,
+        );
     }
 }
 
@@ -104,23 +117,49 @@ fn vib_kl_matches_medprobclip() {
 fn retrieval_kernels_match_the_reference() {
     for f in Fixture::all() {
         let emb = |mu: &str, lv: &str| {
-            GaussianEmbeddings::from_tensors(&f.get(mu, DType::F64), &f.get(lv, DType::F64)).unwrap()
+            GaussianEmbeddings::from_tensors(&f.get(mu, DType::F64), &f.get(lv, DType::F64))
+                .unwrap()
         };
         let (i1, t1) = (emb("mu_i1", "lv_i1"), emb("mu_t1", "lv_t1"));
         let (pi, pt) = (emb("pp_mu_i", "pp_lv_i"), emb("pp_mu_t", "pp_lv_t"));
         let to_t = |a: ndarray::Array2<f32>| {
             let (n, m) = a.dim();
-            Tensor::from_vec(a.into_raw_vec_and_offset().0, (n, m), &candle_core::Device::Cpu).unwrap()
+            Tensor::from_vec(
+                a.into_raw_vec_and_offset().0,
+                (n, m),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap()
         };
         let mls = to_t(kernels::pairwise(Distance::Mls, &i1, &t1).unwrap());
-        assert_close(&format!("{} kernel mls", f.name), &mls, &f.get("mpc_csd_i1_t1", DType::F64), TOL_F32);
+        assert_close(
+            &format!("{} kernel mls", f.name),
+            &mls,
+            &f.get("mpc_csd_i1_t1", DType::F64),
+            TOL_F32,
+        );
         let csd = to_t(kernels::pairwise(Distance::Csd, &i1, &t1).unwrap());
-        assert_close(&format!("{} kernel csd", f.name), &csd, &f.get("pcmepp_csd_i1_t1", DType::F64), TOL_F32);
+        assert_close(
+            &format!("{} kernel csd", f.name),
+            &csd,
+            &f.get("pcmepp_csd_i1_t1", DType::F64),
+            TOL_F32,
+        );
         let csd = to_t(kernels::pairwise(Distance::Csd, &pi, &pt).unwrap());
-        assert_close(&format!("{} kernel csd pp", f.name), &csd, &f.get("pcmepp_csd", DType::F64), TOL_F32);
+        assert_close(
+            &format!("{} kernel csd pp", f.name),
+            &csd,
+            &f.get("pcmepp_csd", DType::F64),
+            TOL_F32,
+        );
         let kl: f64 = i1.kl_to_standard_normal().mean().unwrap();
         let kl = Tensor::new(&[kl], &candle_core::Device::Cpu).unwrap();
-        assert_close(&format!("{} embeddings kl", f.name), &kl, &f.get("vib_kl_i1", DType::F64), TOL_F32);
+        assert_close(
+            &format!("{} embeddings kl", f.name),
+            &kl,
+            &f.get("vib_kl_i1", DType::F64),
+            TOL_F32,
+        );
     }
 }
 
@@ -130,7 +169,17 @@ fn fixtures_are_complete() {
     for f in Fixture::all() {
         let batch = f.param("batch") as usize;
         let dim = f.param("dim") as usize;
-        assert_eq!(f.get("mu_i1", DType::F64).dims(), [batch, dim], "{}", f.name);
-        assert_eq!(f.get("mpc_csd_i1_t1", DType::F64).dims(), [batch, batch], "{}", f.name);
+        assert_eq!(
+            f.get("mu_i1", DType::F64).dims(),
+            [batch, dim],
+            "{}",
+            f.name
+        );
+        assert_eq!(
+            f.get("mpc_csd_i1_t1", DType::F64).dims(),
+            [batch, batch],
+            "{}",
+            f.name
+        );
     }
 }

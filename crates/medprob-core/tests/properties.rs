@@ -19,13 +19,18 @@ fn gaussian(d: usize) -> impl Strategy<Value = (Vec<f64>, Vec<f64>)> {
     )
 }
 
-fn pair() -> impl Strategy<Value = ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>))> {
+/// `(mean, log-variance)` of one Gaussian.
+type Item = (Vec<f64>, Vec<f64>);
+
+fn pair() -> impl Strategy<Value = (Item, Item)> {
     (1usize..24).prop_flat_map(|d| (gaussian(d), gaussian(d)))
 }
 
 fn batch(n: usize, d: usize, seed: u64) -> GaussianEmbeddings {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mean = (0..n * d).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+    let mean = (0..n * d)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
     let lv = (0..n * d).map(|_| rng.random_range(-4.0f32..2.0)).collect();
     GaussianEmbeddings::from_vecs(n, d, mean, lv).unwrap()
 }
@@ -155,26 +160,45 @@ fn tensor_path_equals_the_kernels() {
     let (q, g) = (batch(13, 37, 1), batch(11, 37, 2));
     let to_t = |e: &GaussianEmbeddings| {
         let (m, v) = e.to_tensors(&Device::Cpu).unwrap();
-        GaussianTensor::new(m.to_dtype(DType::F64).unwrap(), v.to_dtype(DType::F64).unwrap()).unwrap()
+        GaussianTensor::new(
+            m.to_dtype(DType::F64).unwrap(),
+            v.to_dtype(DType::F64).unwrap(),
+        )
+        .unwrap()
     };
     let (tq, tg) = (to_t(&q), to_t(&g));
     for dist in Distance::ALL {
         let a = kernels::pairwise(dist, &q, &g).unwrap();
-        let b = tensor::pairwise(dist, &tq, &tg).unwrap().to_vec2::<f64>().unwrap();
+        let b = tensor::pairwise(dist, &tq, &tg)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
         for i in 0..13 {
             for j in 0..11 {
                 let (x, y) = (a[[i, j]] as f64, b[i][j]);
-                assert!((x - y).abs() <= 2e-5 * y.abs().max(1.0), "{dist} [{i},{j}]: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 2e-5 * y.abs().max(1.0),
+                    "{dist} [{i},{j}]: {x} vs {y}"
+                );
             }
         }
         // Paired equals the diagonal of pairwise, in both paths.
         let qq = q.slice(0..11);
         let pk = kernels::paired(dist, &qq, &g).unwrap();
         let full = kernels::pairwise(dist, &qq, &g).unwrap();
-        let pt = tensor::paired(dist, &to_t(&qq), &tg).unwrap().to_vec1::<f64>().unwrap();
+        let pt = tensor::paired(dist, &to_t(&qq), &tg)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         for i in 0..11 {
-            assert!((pk[i] - full[[i, i]]).abs() <= 1e-5 * full[[i, i]].abs().max(1.0), "{dist}");
-            assert!((pt[i] - full[[i, i]] as f64).abs() <= 2e-5 * pt[i].abs().max(1.0), "{dist}");
+            assert!(
+                (pk[i] - full[[i, i]]).abs() <= 1e-5 * full[[i, i]].abs().max(1.0),
+                "{dist}"
+            );
+            assert!(
+                (pt[i] - full[[i, i]] as f64).abs() <= 2e-5 * pt[i].abs().max(1.0),
+                "{dist}"
+            );
         }
     }
 }
@@ -207,8 +231,14 @@ fn top_k_equals_sorting_the_full_matrix() {
             .collect();
         for opts in [
             TopKOptions::default(),
-            TopKOptions { query_block: 5, gallery_block: 13 },
-            TopKOptions { query_block: 1, gallery_block: 1 },
+            TopKOptions {
+                query_block: 5,
+                gallery_block: 13,
+            },
+            TopKOptions {
+                query_block: 1,
+                gallery_block: 1,
+            },
         ] {
             let top = kernels::top_k(dist, &q, &g, 7, &opts).unwrap();
             for (i, exp) in expected.iter().enumerate() {
@@ -221,15 +251,28 @@ fn top_k_equals_sorting_the_full_matrix() {
                 // distances, to f32 rounding.
                 for (r, (&j, &e)) in got.iter().zip(exp).enumerate() {
                     let (want, have) = (full[[i, e]], full[[i, j]]);
-                    assert!((want - have).abs() <= 1e-5 * want.abs().max(1.0), "{dist} q{i} r{r}");
+                    assert!(
+                        (want - have).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{dist} q{i} r{r}"
+                    );
                     let reported = top.distances[[i, r]];
-                    assert!((reported - have).abs() <= 1e-5 * have.abs().max(1.0), "{dist} q{i} r{r}");
+                    assert!(
+                        (reported - have).abs() <= 1e-5 * have.abs().max(1.0),
+                        "{dist} q{i} r{r}"
+                    );
                 }
             }
         }
     }
     // k larger than the gallery returns the whole gallery, sorted.
-    let top = kernels::top_k(Distance::Csd, &q, &g.slice(0..4), 10, &TopKOptions::default()).unwrap();
+    let top = kernels::top_k(
+        Distance::Csd,
+        &q,
+        &g.slice(0..4),
+        10,
+        &TopKOptions::default(),
+    )
+    .unwrap();
     assert_eq!(top.indices.dim(), (37, 4));
 }
 
@@ -262,37 +305,65 @@ fn squared_euclidean_matches_direct_sums() {
 fn monte_carlo_match_probability() {
     let q = batch(3, 8, 7);
     let g = batch(4, 8, 8);
-    let mc = MonteCarloMatch { samples: 7, a: 0.5, b: 1.0, squash: Squash::Pcme };
-    let p1 = mc.probabilities(&q, &g, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
-    let p2 = mc.probabilities(&q, &g, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
+    let mc = MonteCarloMatch {
+        samples: 7,
+        a: 0.5,
+        b: 1.0,
+        squash: Squash::Pcme,
+    };
+    let p1 = mc
+        .probabilities(&q, &g, &mut rand::rngs::StdRng::seed_from_u64(1))
+        .unwrap();
+    let p2 = mc
+        .probabilities(&q, &g, &mut rand::rngs::StdRng::seed_from_u64(1))
+        .unwrap();
     assert_eq!(p1, p2, "seeded");
     assert!(p1.iter().all(|&p| (0.0..=1.0).contains(&p)));
     // With (almost) no variance the estimate is the squashed point distance.
     let sharp = |e: &GaussianEmbeddings| {
-        GaussianEmbeddings::new(e.mean().to_owned(), Array2::from_elem(e.mean().dim(), -60.0)).unwrap()
+        GaussianEmbeddings::new(
+            e.mean().to_owned(),
+            Array2::from_elem(e.mean().dim(), -60.0),
+        )
+        .unwrap()
     };
     let (qs, gs) = (sharp(&q), sharp(&g));
     for squash in [Squash::Pcme, Squash::Sigmoid] {
         let mc = MonteCarloMatch { squash, ..mc };
-        let p = mc.probabilities(&qs, &gs, &mut rand::rngs::StdRng::seed_from_u64(2)).unwrap();
+        let p = mc
+            .probabilities(&qs, &gs, &mut rand::rngs::StdRng::seed_from_u64(2))
+            .unwrap();
         for i in 0..3 {
             for j in 0..4 {
                 let (m1, _) = q.row(i);
                 let (m2, _) = g.row(j);
-                let dist = (m1.iter().zip(m2).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() + 1e-6).sqrt();
+                let dist = (m1
+                    .iter()
+                    .zip(m2)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>()
+                    + 1e-6)
+                    .sqrt();
                 let x = -0.5 * dist + 1.0;
                 let want = match squash {
                     Squash::Pcme => medprob_core::sigmoid(2.0 * x),
                     Squash::Sigmoid => medprob_core::sigmoid(x),
                 };
-                assert!((p[[i, j]] as f64 - want).abs() < 1e-4, "{squash:?} {} vs {want}", p[[i, j]]);
+                assert!(
+                    (p[[i, j]] as f64 - want).abs() < 1e-4,
+                    "{squash:?} {} vs {want}",
+                    p[[i, j]]
+                );
             }
         }
     }
     let bad = MonteCarloMatch { samples: 0, ..mc };
     assert!(matches!(
         bad.probabilities(&q, &g, &mut rand::rngs::StdRng::seed_from_u64(1)),
-        Err(CoreError::InvalidParameter { name: "samples", .. })
+        Err(CoreError::InvalidParameter {
+            name: "samples",
+            ..
+        })
     ));
 }
 
@@ -300,8 +371,14 @@ fn monte_carlo_match_probability() {
 fn bad_input_is_a_typed_error() {
     let (q, g) = (batch(2, 4, 1), batch(2, 5, 2));
     for dist in Distance::ALL {
-        assert!(matches!(kernels::pairwise(dist, &q, &g), Err(CoreError::Shape { .. })));
-        assert!(matches!(kernels::paired(dist, &q, &g), Err(CoreError::Shape { .. })));
+        assert!(matches!(
+            kernels::pairwise(dist, &q, &g),
+            Err(CoreError::Shape { .. })
+        ));
+        assert!(matches!(
+            kernels::paired(dist, &q, &g),
+            Err(CoreError::Shape { .. })
+        ));
     }
     assert!(matches!(
         kernels::paired(Distance::Csd, &q, &batch(3, 4, 3)),
@@ -311,7 +388,16 @@ fn bad_input_is_a_typed_error() {
         kernels::top_k(Distance::Csd, &q, &q, 0, &TopKOptions::default()),
         Err(CoreError::InvalidParameter { name: "k", .. })
     ));
-    assert!(TopKAccumulator::new(Distance::Csd, &q, 1, TopKOptions { query_block: 0, gallery_block: 1 }).is_err());
+    assert!(TopKAccumulator::new(
+        Distance::Csd,
+        &q,
+        1,
+        TopKOptions {
+            query_block: 0,
+            gallery_block: 1
+        }
+    )
+    .is_err());
     let mut acc = TopKAccumulator::new(Distance::Csd, &q, 1, TopKOptions::default()).unwrap();
     assert!(matches!(acc.add_block(0, &g), Err(CoreError::Shape { .. })));
     assert!(kernels::squared_euclidean(q.mean(), g.mean()).is_err());
@@ -340,14 +426,23 @@ fn bad_input_is_a_typed_error() {
     ));
     let a = GaussianTensor::new(t(&[3, 4], DType::F32), t(&[3, 4], DType::F32)).unwrap();
     let b = GaussianTensor::new(t(&[2, 4], DType::F32), t(&[2, 4], DType::F32)).unwrap();
-    assert!(matches!(tensor::paired(Distance::Mls, &a, &b), Err(CoreError::Shape { .. })));
+    assert!(matches!(
+        tensor::paired(Distance::Mls, &a, &b),
+        Err(CoreError::Shape { .. })
+    ));
     let c = GaussianTensor::new(t(&[2, 4], DType::F64), t(&[2, 4], DType::F64)).unwrap();
-    assert!(matches!(tensor::pairwise(Distance::Mls, &a, &c), Err(CoreError::Tensor { .. })));
+    assert!(matches!(
+        tensor::pairwise(Distance::Mls, &a, &c),
+        Err(CoreError::Tensor { .. })
+    ));
     let d = Tensor::zeros((2, 2), DType::F32, &dev).unwrap();
     assert!(tensor::match_logits(&d, &t(&[2], DType::F32), &t(&[1], DType::F32)).is_err());
     let e: Result<Distance, _> = "cosine".parse();
     assert!(e.unwrap_err().contains("unknown distance \"cosine\""));
-    assert_eq!("symmetric_kl".parse::<Distance>().unwrap(), Distance::SymmetricKl);
+    assert_eq!(
+        "symmetric_kl".parse::<Distance>().unwrap(),
+        Distance::SymmetricKl
+    );
 }
 
 /// Gradients flow through every distance of the differentiable path to both means and
@@ -378,8 +473,17 @@ fn every_distance_is_differentiable() {
             let g = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{dist}: variable {k} got no gradient"));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
-            assert!(norm.is_finite() && norm > 0.0, "{dist}: variable {k} gradient norm {norm}");
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(
+                norm.is_finite() && norm > 0.0,
+                "{dist}: variable {k} gradient norm {norm}"
+            );
         }
     }
 }
@@ -410,8 +514,12 @@ fn kernels_handle_extreme_log_variances() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mk = |n: usize, rng: &mut rand::rngs::StdRng| {
         let d = 45;
-        let mean = (0..n * d).map(|_| rng.random_range(-50.0f32..50.0)).collect();
-        let lv = (0..n * d).map(|_| rng.random_range(-40.0f32..40.0)).collect();
+        let mean = (0..n * d)
+            .map(|_| rng.random_range(-50.0f32..50.0))
+            .collect();
+        let lv = (0..n * d)
+            .map(|_| rng.random_range(-40.0f32..40.0))
+            .collect();
         GaussianEmbeddings::from_vecs(n, d, mean, lv).unwrap()
     };
     let (q, g) = (mk(5, &mut rng), mk(7, &mut rng));

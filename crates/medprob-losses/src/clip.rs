@@ -49,7 +49,11 @@ fn check(what: &'static str, xs: &[&Tensor], targets: Option<&Tensor>) -> Result
         if x.rank() != 2 || x.dims() != xs[0].dims() {
             return Err(LossError::Shape {
                 what,
-                detail: format!("embeddings must all be [N, D]: {:?} vs {:?}", x.dims(), xs[0].dims()),
+                detail: format!(
+                    "embeddings must all be [N, D]: {:?} vs {:?}",
+                    x.dims(),
+                    xs[0].dims()
+                ),
             });
         }
     }
@@ -83,10 +87,28 @@ pub fn clip_loss(
     Ok(LossOutput { total, parts })
 }
 
+/// CLIP's one hyper-parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClipConfig {
+    /// Initial `logit_scale` (`ln(1/0.07)`); the temperature is `exp` of it, at most 100.
+    pub init_logit_scale: f64,
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        Self {
+            init_logit_scale: initial_logit_scale(),
+        }
+    }
+}
+
 /// Weights of CXR-CLIP's extra terms; defaults are its paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CxrClipConfig {
+    /// Initial `logit_scale`, as CLIP.
+    pub init_logit_scale: f64,
     /// Weight of the image–image contrastive term (ICL).
     pub icl_weight: f64,
     /// Weight of the text–text contrastive term (TCL).
@@ -96,6 +118,7 @@ pub struct CxrClipConfig {
 impl Default for CxrClipConfig {
     fn default() -> Self {
         Self {
+            init_logit_scale: initial_logit_scale(),
             icl_weight: 1.0,
             tcl_weight: 0.5,
         }
@@ -114,7 +137,10 @@ pub fn cxr_clip_loss(
     logit_scale: &Tensor,
     targets: Option<&Tensor>,
 ) -> Result<LossOutput> {
-    for (field, v) in [("icl_weight", config.icl_weight), ("tcl_weight", config.tcl_weight)] {
+    for (field, v) in [
+        ("icl_weight", config.icl_weight),
+        ("tcl_weight", config.tcl_weight),
+    ] {
         if !(v.is_finite() && v >= 0.0) {
             return Err(LossError::Config {
                 field,
@@ -124,7 +150,8 @@ pub fn cxr_clip_loss(
         }
     }
     check("cxr_clip_loss", &[image1, image2, text1, text2], targets)?;
-    let nce = |x: &Tensor, y: &Tensor| symmetric_info_nce(&clip_logits(x, y, logit_scale)?, targets);
+    let nce =
+        |x: &Tensor, y: &Tensor| symmetric_info_nce(&clip_logits(x, y, logit_scale)?, targets);
     let inter = (((nce(image1, text1)? + nce(image1, text2)?)? + nce(image2, text1)?)?
         + nce(image2, text2)?)?
     .affine(0.25, 0.0)?;

@@ -27,7 +27,7 @@ pub mod pseudo;
 pub mod targets;
 pub mod vib;
 
-pub use clip::{clip_loss, cxr_clip_loss, initial_logit_scale, CxrClipConfig};
+pub use clip::{clip_loss, cxr_clip_loss, initial_logit_scale, ClipConfig, CxrClipConfig};
 pub use error::{LossError, Result};
 pub use medprobclip::{MedProbClipConfig, MedProbClipLoss, MultiView, Objective, PseudoPositives};
 pub use parts::{LossOutput, LossParts};

@@ -119,7 +119,10 @@ impl MedProbClipConfig {
                 });
             }
         }
-        for (field, v) in [("init_scale", self.init_scale), ("init_shift", self.init_shift)] {
+        for (field, v) in [
+            ("init_scale", self.init_scale),
+            ("init_shift", self.init_shift),
+        ] {
             if !v.is_finite() {
                 return Err(LossError::Config {
                     field,
@@ -222,7 +225,8 @@ impl MedProbClipLoss {
             0.0
         };
         let mut n_pseudo = 0;
-        let mut pseudo_total = 0.0;
+        // Smoothing value of each pair term, unweighted, in call order.
+        let mut smoothing: Vec<f64> = Vec::with_capacity(6);
         let mut term = |x: &GaussianTensor, y: &GaussianTensor| -> Result<Tensor> {
             let d = tensor::pairwise(c.distance, x, y)?;
             let l = tensor::match_logits(&d, scale, shift)?;
@@ -232,8 +236,10 @@ impl MedProbClipLoss {
                 None => None,
             };
             let base = match c.objective {
-                Objective::Softmax => (multi_positive_cross_entropy(&l, targets)?
-                    + multi_positive_cross_entropy(&lt, tt.as_ref())?)?,
+                Objective::Softmax => {
+                    (multi_positive_cross_entropy(&l, targets)?
+                        + multi_positive_cross_entropy(&lt, tt.as_ref())?)?
+                }
                 Objective::Sigmoid => {
                     let eye;
                     let (m, mt) = match (targets, tt.as_ref()) {
@@ -254,7 +260,7 @@ impl MedProbClipLoss {
                 let smooth = (soft_cross_entropy(&l, &row_normalise(&p)?)?
                     + soft_cross_entropy(&lt, &row_normalise(&pt)?)?)?
                 .affine(0.5 * alpha, 0.0)?;
-                pseudo_total += scalar(&smooth)?;
+                smoothing.push(scalar(&smooth)?);
                 value = (value + smooth)?;
             }
             Ok(value)
@@ -264,6 +270,12 @@ impl MedProbClipLoss {
             .affine(0.25, 0.0)?;
         let intra_i = term(i1, i2)?;
         let intra_t = term(t1, t2)?;
+        let pseudo_total = match smoothing[..] {
+            [s1, s2, s3, s4, si, st] => {
+                0.25 * (s1 + s2 + s3 + s4) + c.lambda_image * si + c.lambda_text * st
+            }
+            _ => 0.0,
+        };
         let r = VibReduction::SumDimsMeanBatch;
         let kl_i = (vib_kl(i1, r)? + vib_kl(i2, r)?)?.affine(0.5, 0.0)?;
         let kl_t = (vib_kl(t1, r)? + vib_kl(t2, r)?)?.affine(0.5, 0.0)?;

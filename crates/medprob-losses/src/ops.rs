@@ -34,7 +34,11 @@ pub fn multi_positive_cross_entropy(logits: &Tensor, positives: Option<&Tensor>)
         None => {
             let n = logits.dim(0)?.min(logits.dim(1)?);
             let idx = Tensor::arange(0u32, n as u32, logits.device())?.unsqueeze(1)?;
-            logits.narrow(0, 0, n)?.contiguous()?.gather(&idx, 1)?.squeeze(1)?
+            logits
+                .narrow(0, 0, n)?
+                .contiguous()?
+                .gather(&idx, 1)?
+                .squeeze(1)?
         }
         Some(p) => {
             same_shape("multi_positive_cross_entropy", logits, p)?;
@@ -55,7 +59,10 @@ pub fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 
 /// `true` if every row of a 0/1 matrix has at least one 1 (checked on the host).
 pub(crate) fn check_rows_have_positive(what: &'static str, m: &Tensor) -> Result<()> {
-    let rows = m.sum(D::Minus1)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+    let rows = m
+        .sum(D::Minus1)?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1::<f64>()?;
     if let Some(i) = rows.iter().position(|&s| s <= 0.0) {
         return Err(LossError::Shape {
             what,
@@ -77,7 +84,9 @@ pub(crate) fn same_shape(what: &'static str, a: &Tensor, b: &Tensor) -> Result<(
 
 /// A host copy of a scalar tensor, for logging.
 pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0])
+    Ok(t.flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1::<f64>()?[0])
 }
 
 #[cfg(test)]
@@ -101,24 +110,39 @@ mod tests {
 
     /// What candle-nn's `binary_cross_entropy_with_logit` computes: `ln σ(x)` via sigmoid.
     fn candle_nn_free_bce(x: &Tensor, y: &Tensor) -> f32 {
-        let s = (x.neg().unwrap().exp().unwrap() + 1.0).unwrap().recip().unwrap();
+        let s = (x.neg().unwrap().exp().unwrap() + 1.0)
+            .unwrap()
+            .recip()
+            .unwrap();
         let l = ((y * s.log().unwrap()).unwrap()
-            + ((y.affine(-1.0, 1.0).unwrap()) * (s.affine(-1.0, 1.0).unwrap()).log().unwrap()).unwrap())
+            + ((y.affine(-1.0, 1.0).unwrap()) * (s.affine(-1.0, 1.0).unwrap()).log().unwrap())
+                .unwrap())
         .unwrap();
-        l.neg().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+        l.neg()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]
     fn multi_positive_equals_identity_form_for_the_diagonal() {
         let dev = Device::Cpu;
-        let l = Tensor::new(&[[1.0f64, 2.0, 0.5], [0.1, -1.0, 3.0], [2.0, 2.0, 2.0]], &dev).unwrap();
+        let l = Tensor::new(
+            &[[1.0f64, 2.0, 0.5], [0.1, -1.0, 3.0], [2.0, 2.0, 2.0]],
+            &dev,
+        )
+        .unwrap();
         let eye = Tensor::eye(3, DType::F64, &dev).unwrap();
         let a = scalar(&multi_positive_cross_entropy(&l, None).unwrap()).unwrap();
         let b = scalar(&multi_positive_cross_entropy(&l, Some(&eye)).unwrap()).unwrap();
         let soft = scalar(&soft_cross_entropy(&l, &eye).unwrap()).unwrap();
         // Row 0: lse(1, 2, .5) − 1, etc.
         let lse = |r: [f64; 3]| r.iter().map(|x| x.exp()).sum::<f64>().ln();
-        let want = ((lse([1.0, 2.0, 0.5]) - 1.0) + (lse([0.1, -1.0, 3.0]) + 1.0) + (lse([2.0; 3]) - 2.0)) / 3.0;
+        let want =
+            ((lse([1.0, 2.0, 0.5]) - 1.0) + (lse([0.1, -1.0, 3.0]) + 1.0) + (lse([2.0; 3]) - 2.0))
+                / 3.0;
         for v in [a, b, soft] {
             assert!((v - want).abs() < 1e-12, "{v} vs {want}");
         }

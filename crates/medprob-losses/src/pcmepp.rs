@@ -63,7 +63,10 @@ impl PcmeppConfig {
                 });
             }
         }
-        for (field, v) in [("init_scale", self.init_scale), ("init_shift", self.init_shift)] {
+        for (field, v) in [
+            ("init_scale", self.init_scale),
+            ("init_shift", self.init_shift),
+        ] {
             if !v.is_finite() {
                 return Err(LossError::Config {
                     field,

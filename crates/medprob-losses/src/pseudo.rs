@@ -29,7 +29,10 @@ pub fn with_pseudo_positives(
     targets: Option<&Tensor>,
     rule: PseudoRule,
 ) -> Result<(Tensor, usize)> {
-    let l = logits.detach().to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+    let l = logits
+        .detach()
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec2::<f64>()?;
     let n = l.len();
     let m: Vec<Vec<f64>> = match targets {
         Some(t) => t.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?,
@@ -74,12 +77,22 @@ mod tests {
 
     #[test]
     fn rules_pick_the_expected_entries() {
-        let l = Tensor::new(&[[0.0f64, 1.0, -1.0, 0.5], [2.0, 1.0, 3.0, 0.0]], &Device::Cpu).unwrap();
+        let l = Tensor::new(
+            &[[0.0f64, 1.0, -1.0, 0.5], [2.0, 1.0, 3.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let (t, n) = with_pseudo_positives(&l, None, PseudoRule::AtLeastDiagonal).unwrap();
-        assert_eq!(t.to_vec2::<f64>().unwrap(), vec![vec![1., 1., 0., 1.], vec![1., 1., 1., 0.]]);
+        assert_eq!(
+            t.to_vec2::<f64>().unwrap(),
+            vec![vec![1., 1., 0., 1.], vec![1., 1., 1., 0.]]
+        );
         assert_eq!(n, 4);
         let (t, n) = with_pseudo_positives(&l, None, PseudoRule::TopK { k: 1 }).unwrap();
-        assert_eq!(t.to_vec2::<f64>().unwrap(), vec![vec![1., 1., 0., 0.], vec![0., 1., 1., 0.]]);
+        assert_eq!(
+            t.to_vec2::<f64>().unwrap(),
+            vec![vec![1., 1., 0., 0.], vec![0., 1., 1., 0.]]
+        );
         assert_eq!(n, 2);
     }
 }

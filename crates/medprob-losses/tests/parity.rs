@@ -31,7 +31,13 @@ impl Leaf {
 }
 
 fn scalar_var(v: f64, dtype: DType) -> Var {
-    Var::from_tensor(&Tensor::new(&[v], &Device::Cpu).unwrap().to_dtype(dtype).unwrap()).unwrap()
+    Var::from_tensor(
+        &Tensor::new(&[v], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn one(v: f64) -> Tensor {
@@ -51,18 +57,33 @@ fn medprobclip_config(f: &Fixture) -> MedProbClipConfig {
 #[test]
 fn medprobclip_values_and_gradients() {
     for f in Fixture::all() {
-        for (dtype, tol, zero) in [(DType::F64, TOL_F64, F64_ZERO), (DType::F32, TOL_F32, F32_ZERO)] {
+        for (dtype, tol, zero) in [
+            (DType::F64, TOL_F64, F64_ZERO),
+            (DType::F32, TOL_F32, F32_ZERO),
+        ] {
             let ctx = format!("{} {dtype:?}", f.name);
             let leaves: Vec<(&str, Leaf)> = ["i1", "t1", "i2", "t2"]
                 .into_iter()
-                .map(|k| (k, Leaf::new(&f, &format!("mu_{k}"), &format!("lv_{k}"), dtype)))
+                .map(|k| {
+                    (
+                        k,
+                        Leaf::new(&f, &format!("mu_{k}"), &format!("lv_{k}"), dtype),
+                    )
+                })
                 .collect();
             let g: Vec<GaussianTensor> = leaves.iter().map(|(_, l)| l.gaussian()).collect();
             let a = scalar_var(f.param("a"), dtype);
             let b = scalar_var(f.param("b"), dtype);
             let loss = MedProbClipLoss::new(medprobclip_config(&f)).unwrap();
-            let views = MultiView { image1: &g[0], text1: &g[1], image2: &g[2], text2: &g[3] };
-            let out = loss.forward(&views, a.as_tensor(), b.as_tensor(), None, 0).unwrap();
+            let views = MultiView {
+                image1: &g[0],
+                text1: &g[1],
+                image2: &g[2],
+                text2: &g[3],
+            };
+            let out = loss
+                .forward(&views, a.as_tensor(), b.as_tensor(), None, 0)
+                .unwrap();
             let p = &out.parts;
             for (name, v) in [
                 ("mpc_loss", p.total),
@@ -73,35 +94,79 @@ fn medprobclip_values_and_gradients() {
                 ("mpc_kl_img", p.kl_image.unwrap()),
                 ("mpc_kl_txt", p.kl_text.unwrap()),
             ] {
-                assert_close(&format!("{ctx} {name}"), &one(v), &f.get(name, DType::F64), tol);
+                assert_close(
+                    &format!("{ctx} {name}"),
+                    &one(v),
+                    &f.get(name, DType::F64),
+                    tol,
+                );
             }
-            assert_close(&format!("{ctx} total tensor"), &out.total, &f.get("mpc_loss", DType::F64), tol);
+            assert_close(
+                &format!("{ctx} total tensor"),
+                &out.total,
+                &f.get("mpc_loss", DType::F64),
+                tol,
+            );
 
             let grads = out.total.backward().unwrap();
             for (k, leaf) in &leaves {
                 for (which, var) in [("mu", &leaf.mu), ("lv", &leaf.lv)] {
                     let name = format!("grad_mpc_{which}_{k}");
-                    let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{ctx} {name}: no gradient"));
-                    assert_close(&format!("{ctx} {name}"), got, &f.get(&name, DType::F64), tol);
+                    let got = grads
+                        .get(var.as_tensor())
+                        .unwrap_or_else(|| panic!("{ctx} {name}: no gradient"));
+                    assert_close(
+                        &format!("{ctx} {name}"),
+                        got,
+                        &f.get(&name, DType::F64),
+                        tol,
+                    );
                 }
             }
             let ga = grads.get(a.as_tensor()).expect("a gets a gradient");
-            assert_close(&format!("{ctx} grad_mpc_a"), ga, &f.get("grad_mpc_a", DType::F64), tol);
+            assert_close(
+                &format!("{ctx} grad_mpc_a"),
+                ga,
+                &f.get("grad_mpc_a", DType::F64),
+                tol,
+            );
             // b cancels in the softmax: zero up to rounding, in ours as in the reference.
             let gb = grads.get(b.as_tensor()).expect("b is in the graph");
             assert_zero(&format!("{ctx} grad_mpc_b"), gb, zero);
-            assert_zero(&format!("{ctx} reference grad_mpc_b"), &f.get("grad_mpc_b", DType::F64), zero);
+            assert_zero(
+                &format!("{ctx} reference grad_mpc_b"),
+                &f.get("grad_mpc_b", DType::F64),
+                zero,
+            );
         }
     }
 }
 
-fn pcmepp(f: &Fixture, dtype: DType, beta: f64, alpha: f64) -> (Leaf, Leaf, Var, Var, medprob_losses::LossOutput) {
+fn pcmepp(
+    f: &Fixture,
+    dtype: DType,
+    beta: f64,
+    alpha: f64,
+) -> (Leaf, Leaf, Var, Var, medprob_losses::LossOutput) {
     let i = Leaf::new(f, "pp_mu_i", "pp_lv_i", dtype);
     let t = Leaf::new(f, "pp_mu_t", "pp_lv_t", dtype);
     let a = scalar_var(f.param("pcmepp_init_negative_scale"), dtype);
     let b = scalar_var(f.param("pcmepp_init_shift"), dtype);
-    let loss = PcmeppLoss::new(PcmeppConfig { vib_beta: beta, smoothness_alpha: alpha, ..PcmeppConfig::default() }).unwrap();
-    let out = loss.forward(&i.gaussian(), &t.gaussian(), a.as_tensor(), b.as_tensor(), None).unwrap();
+    let loss = PcmeppLoss::new(PcmeppConfig {
+        vib_beta: beta,
+        smoothness_alpha: alpha,
+        ..PcmeppConfig::default()
+    })
+    .unwrap();
+    let out = loss
+        .forward(
+            &i.gaussian(),
+            &t.gaussian(),
+            a.as_tensor(),
+            b.as_tensor(),
+            None,
+        )
+        .unwrap();
     (i, t, a, b, out)
 }
 
@@ -113,26 +178,64 @@ fn pcmepp_values_and_gradients() {
             let beta = f.param("pcmepp_vib_beta");
             let alpha = f.param("pcmepp_smoothness_alpha");
             let (_, _, _, _, plain) = pcmepp(&f, dtype, 0.0, 0.0);
-            assert_close(&format!("{ctx} pcmepp_loss_plain"), &plain.total, &f.get("pcmepp_loss_plain", DType::F64), tol);
+            assert_close(
+                &format!("{ctx} pcmepp_loss_plain"),
+                &plain.total,
+                &f.get("pcmepp_loss_plain", DType::F64),
+                tol,
+            );
 
             let (i, t, a, b, out) = pcmepp(&f, dtype, beta, alpha);
-            assert_close(&format!("{ctx} pcmepp_loss"), &out.total, &f.get("pcmepp_loss", DType::F64), tol);
+            assert_close(
+                &format!("{ctx} pcmepp_loss"),
+                &out.total,
+                &f.get("pcmepp_loss", DType::F64),
+                tol,
+            );
             let kl = out.parts.kl_image.unwrap() + out.parts.kl_text.unwrap();
-            assert_close(&format!("{ctx} pcmepp_vib"), &one(kl), &f.get("pcmepp_vib", DType::F64), tol);
-            assert_eq!(out.parts.n_pseudo.unwrap() as f64, f.get("pcmepp_n_pseudo", DType::F64).to_vec1::<f64>().unwrap()[0], "{ctx}");
+            assert_close(
+                &format!("{ctx} pcmepp_vib"),
+                &one(kl),
+                &f.get("pcmepp_vib", DType::F64),
+                tol,
+            );
+            assert_eq!(
+                out.parts.n_pseudo.unwrap() as f64,
+                f.get("pcmepp_n_pseudo", DType::F64)
+                    .to_vec1::<f64>()
+                    .unwrap()[0],
+                "{ctx}"
+            );
 
             let grads = out.total.backward().unwrap();
             for (k, leaf) in [("i", &i), ("t", &t)] {
                 for (which, var) in [("mu", &leaf.mu), ("lv", &leaf.lv)] {
                     let name = format!("grad_pcmepp_{which}_{k}");
-                    let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{ctx} {name}: no gradient"));
-                    assert_close(&format!("{ctx} {name}"), got, &f.get(&name, DType::F64), tol);
+                    let got = grads
+                        .get(var.as_tensor())
+                        .unwrap_or_else(|| panic!("{ctx} {name}: no gradient"));
+                    assert_close(
+                        &format!("{ctx} {name}"),
+                        got,
+                        &f.get(&name, DType::F64),
+                        tol,
+                    );
                 }
             }
             let ga = grads.get(a.as_tensor()).unwrap();
-            assert_close(&format!("{ctx} grad a"), ga, &f.get("grad_pcmepp_negative_scale", DType::F64), tol);
+            assert_close(
+                &format!("{ctx} grad a"),
+                ga,
+                &f.get("grad_pcmepp_negative_scale", DType::F64),
+                tol,
+            );
             let gb = grads.get(b.as_tensor()).unwrap();
-            assert_close(&format!("{ctx} grad b"), gb, &f.get("grad_pcmepp_shift", DType::F64), tol);
+            assert_close(
+                &format!("{ctx} grad b"),
+                gb,
+                &f.get("grad_pcmepp_shift", DType::F64),
+                tol,
+            );
         }
     }
 }
@@ -146,11 +249,17 @@ fn pcmepp_pseudo_positive_term_is_exactly_the_smoothing() {
         let beta = f.param("pcmepp_vib_beta");
         let alpha = f.param("pcmepp_smoothness_alpha");
         let reference = |k: &str| f.get(k, DType::F64).to_vec1::<f64>().unwrap()[0];
-        let expected = reference("pcmepp_loss") - reference("pcmepp_loss_plain") - beta * reference("pcmepp_vib");
+        let expected = reference("pcmepp_loss")
+            - reference("pcmepp_loss_plain")
+            - beta * reference("pcmepp_vib");
         let (_, _, _, _, with) = pcmepp(&f, DType::F64, beta, alpha);
         let (_, _, _, _, without) = pcmepp(&f, DType::F64, beta, 0.0);
         let added = with.parts.total - without.parts.total;
-        assert!((added - expected).abs() <= 1e-9 * expected.abs().max(1e-3), "{}: {added} vs {expected}", f.name);
+        assert!(
+            (added - expected).abs() <= 1e-9 * expected.abs().max(1e-3),
+            "{}: {added} vs {expected}",
+            f.name
+        );
         assert!((with.parts.pseudo.unwrap() - expected).abs() <= 1e-9 * expected.abs().max(1e-3));
         assert!(expected > 0.0, "{}: the smoothing term is active", f.name);
     }

@@ -154,10 +154,10 @@ pub fn convert(inputs: &MimicInputs) -> Result<(BTreeMap<Split, Vec<StudyRecord>
         record.patient_id = Some(subject.to_string());
         record.split = Some(split);
         // With a label file, a study it does not list has all labels blank.
-        record.labels = match &inputs.chexpert {
-            Some(_) => Some(labels_of.get(&study).copied().unwrap_or([Label::Blank; 14])),
-            None => None,
-        };
+        record.labels = inputs
+            .chexpert
+            .as_ref()
+            .map(|_| labels_of.get(&study).copied().unwrap_or([Label::Blank; 14]));
         counts.with_findings += !record.findings.is_empty() as usize;
         counts.with_impression += !record.impression.is_empty() as usize;
         *counts

@@ -13,6 +13,7 @@
 //! Every error names the file, line, column or study at fault ([`DataError`]).
 
 pub mod error;
+pub mod image;
 pub mod iu;
 pub mod mimic;
 pub mod record;

@@ -175,7 +175,12 @@ pub fn eval_transform(img: &GreyImage, t: &ImageTransform) -> Vec<f32> {
 }
 
 /// The training transform with randomness from `rng` (seeded by the caller).
-pub fn train_transform<R: Rng + ?Sized>(img: &GreyImage, t: &ImageTransform, a: &Augment, rng: &mut R) -> Vec<f32> {
+pub fn train_transform<R: Rng + ?Sized>(
+    img: &GreyImage,
+    t: &ImageTransform,
+    a: &Augment,
+    rng: &mut R,
+) -> Vec<f32> {
     let base = img.resize_shorter_side(t.size);
     let (w, h) = (base.width as f32, base.height as f32);
     let area = w * h * uniform(rng, a.crop_scale);
@@ -282,7 +287,11 @@ mod tests {
                 pixels[(y * w + x) as usize] = 1.0;
             }
         }
-        GreyImage { width: w, height: h, pixels }
+        GreyImage {
+            width: w,
+            height: h,
+            pixels,
+        }
     }
 
     fn bright_centroid_x(t: &[f32], size: usize) -> f32 {
@@ -301,12 +310,20 @@ mod tests {
     #[test]
     fn eval_transform_shape_and_normalisation() {
         let img = marker_image();
-        let t = ImageTransform { size: 64, channels: 3, ..Default::default() };
+        let t = ImageTransform {
+            size: 64,
+            channels: 3,
+            ..Default::default()
+        };
         let out = eval_transform(&img, &t);
         assert_eq!(out.len(), 3 * 64 * 64);
         assert_eq!(out[..64 * 64], out[64 * 64..2 * 64 * 64], "grey replicated");
         // Background 0.1 → (0.1 − 0.5)/0.25 = −1.6 in a corner far from the marker.
-        assert!((out[64 * 63 + 63] + 1.6).abs() < 1e-4, "{}", out[64 * 63 + 63]);
+        assert!(
+            (out[64 * 63 + 63] + 1.6).abs() < 1e-4,
+            "{}",
+            out[64 * 63 + 63]
+        );
         // Deterministic.
         assert_eq!(out, eval_transform(&img, &t));
     }
@@ -315,16 +332,30 @@ mod tests {
     #[test]
     fn training_augmentation_keeps_laterality() {
         let img = marker_image();
-        let t = ImageTransform { size: 96, channels: 1, mean: 0.0, std: 1.0 };
-        let a = Augment { blur_probability: 1.0, ..Default::default() };
+        let t = ImageTransform {
+            size: 96,
+            channels: 1,
+            mean: 0.0,
+            std: 1.0,
+        };
+        let a = Augment {
+            blur_probability: 1.0,
+            ..Default::default()
+        };
         for seed in 0..200 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let out = train_transform(&img, &t, &a, &mut rng);
             let cx = bright_centroid_x(&out, 96);
-            assert!(cx < 96.0 / 2.0 - 10.0, "seed {seed}: marker centroid at x = {cx}");
+            assert!(
+                cx < 96.0 / 2.0 - 10.0,
+                "seed {seed}: marker centroid at x = {cx}"
+            );
         }
         // With flips asked for, some outputs do move it to the right: the test can fail.
-        let flip = Augment { horizontal_flip: true, ..a };
+        let flip = Augment {
+            horizontal_flip: true,
+            ..a
+        };
         let moved = (0..50).any(|seed| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             bright_centroid_x(&train_transform(&img, &t, &flip, &mut rng), 96) > 48.0
@@ -337,7 +368,8 @@ mod tests {
         let img = marker_image();
         let t = ImageTransform::default();
         let a = Augment::default();
-        let run = |seed| train_transform(&img, &t, &a, &mut rand::rngs::StdRng::seed_from_u64(seed));
+        let run =
+            |seed| train_transform(&img, &t, &a, &mut rand::rngs::StdRng::seed_from_u64(seed));
         assert_eq!(run(3), run(3));
         assert_ne!(run(3), run(4));
     }
@@ -347,7 +379,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g8 = image::GrayImage::from_fn(40, 30, |x, _| image::Luma([(x * 6) as u8]));
         g8.save(dir.path().join("g8.png")).unwrap();
-        let g16: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_fn(40, 30, |x, _| Luma([(x * 1600) as u16]));
+        let g16: ImageBuffer<Luma<u16>, Vec<u16>> =
+            ImageBuffer::from_fn(40, 30, |x, _| Luma([(x * 1600) as u16]));
         g16.save(dir.path().join("g16.png")).unwrap();
         let rgb = image::RgbImage::from_fn(40, 30, |x, _| image::Rgb([(x * 6) as u8; 3]));
         rgb.save(dir.path().join("rgb.jpg")).unwrap();
@@ -359,7 +392,11 @@ mod tests {
         }
         assert!((a.pixels[39] - 234.0 / 255.0).abs() < 1e-6);
         assert!((b.pixels[39] - 62400.0 / 65535.0).abs() < 1e-6);
-        assert!((c.pixels[39] - 234.0 / 255.0).abs() < 0.03, "jpeg {}", c.pixels[39]);
+        assert!(
+            (c.pixels[39] - 234.0 / 255.0).abs() < 0.03,
+            "jpeg {}",
+            c.pixels[39]
+        );
     }
 
     #[test]
@@ -369,7 +406,9 @@ mod tests {
         std::fs::write(&p, b"\x89PNG not really").unwrap();
         let e = decode(&p).unwrap_err().to_string();
         assert!(e.contains("broken.png: cannot decode image"), "{e}");
-        let e = decode(&dir.path().join("missing.png")).unwrap_err().to_string();
+        let e = decode(&dir.path().join("missing.png"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.png"), "{e}");
     }
 }

@@ -8,15 +8,21 @@
 //! * [`iu`]: the Indiana University (Open-i) reports, from XML files or their `.tgz`;
 //! * [`mimic`]: MIMIC-CXR-JPG metadata, split, CheXpert labels and reports → split CSVs.
 //!
-//! Still to come (see the issue tracker): image decoding and
-//! augmentation, multi-view / multi-section sampling, tokenising and the batch loader.
+//! * [`image`]: decoding, the evaluation transform, seeded augmentation without flips;
+//! * [`sampling`]: two views and two sections per study for training, one of each for
+//!   evaluation; text augmentation;
+//! * [`loader`]: parallel, prefetched, seed-reproducible batches with `on_bad_study`.
+//!
+//! Still to come (see the issue tracker): tokenising.
 //! Every error names the file, line, column or study at fault ([`DataError`]).
 
 pub mod error;
 pub mod image;
 pub mod iu;
+pub mod loader;
 pub mod mimic;
 pub mod record;
+pub mod sampling;
 pub mod sections;
 mod table;
 

@@ -6,14 +6,14 @@
 //!   optional patient, split and CheXpert label columns), written atomically;
 //! * [`sections`]: FINDINGS / IMPRESSION from free-text reports (MIMIC-CXR header variants);
 //! * [`iu`]: the Indiana University (Open-i) reports, from XML files or their `.tgz`;
-//! * [`mimic`]: MIMIC-CXR-JPG metadata, split, CheXpert labels and reports → split CSVs.
-//!
+//! * [`mimic`]: MIMIC-CXR-JPG metadata, split, CheXpert labels and reports → split CSVs;
 //! * [`image`]: decoding, the evaluation transform, seeded augmentation without flips;
 //! * [`sampling`]: two views and two sections per study for training, one of each for
 //!   evaluation; text augmentation;
-//! * [`loader`]: parallel, prefetched, seed-reproducible batches with `on_bad_study`.
+//! * [`loader`]: parallel, prefetched, seed-reproducible batches with `on_bad_study`;
+//! * [`tokenize`]: report tokenisers from `tokenizer.json`, a BERT `vocab.txt`, or trained
+//!   WordPiece.
 //!
-//! Still to come (see the issue tracker): tokenising.
 //! Every error names the file, line, column or study at fault ([`DataError`]).
 
 pub mod error;
@@ -25,6 +25,7 @@ pub mod record;
 pub mod sampling;
 pub mod sections;
 mod table;
+pub mod tokenize;
 
 pub use error::{DataError, Result};
 pub use record::{

@@ -139,7 +139,8 @@ impl StudyLoader {
             return Err(bad_config("batch_size", "must be ≥ 1"));
         }
         if config.image.size == 0
-            || !(config.image.std > 0.0)
+            || config.image.std.is_nan()
+            || config.image.std <= 0.0
             || !matches!(config.image.channels, 1 | 3)
         {
             return Err(bad_config(

@@ -59,6 +59,31 @@ fn converter_keeps_every_iu_report() {
     );
     assert_eq!(s7.image_paths.len(), 2);
 
+    // A WordPiece vocabulary trained on the real reports keeps the field's words whole.
+    let corpus = studies
+        .iter()
+        .flat_map(|s| [s.findings.as_str(), s.impression.as_str()])
+        .filter(|t| !t.is_empty());
+    let tok =
+        medprob_data::tokenize::ReportTokenizer::train_wordpiece(corpus, 3000, 2, 256).unwrap();
+    assert_eq!(
+        tok.tokens("No pneumothorax or pleural effusion. Mild cardiomegaly.")
+            .unwrap(),
+        [
+            "[CLS]",
+            "no",
+            "pneumothorax",
+            "or",
+            "pleural",
+            "effusion",
+            ".",
+            "mild",
+            "cardiomegaly",
+            ".",
+            "[SEP]"
+        ]
+    );
+
     // The converted table survives a CSV round trip unchanged.
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("iu.csv");

@@ -1,0 +1,187 @@
+//! Differentiable replacements for candle's fused kernels.
+//!
+//! In candle 0.11.1 the fused `candle_nn::LayerNorm` (with bias, contiguous input),
+//! `ops::softmax_last_dim` and `ops::rms_norm` have no backward pass: a graph through them is
+//! cut silently and the layers before them never learn. These versions are written with
+//! elementary operations that all have a backward pass. `Dropout` here really drops in
+//! training mode, from a seeded generator (candle-transformers' BERT dropout is a no-op and
+//! candle's CPU generator cannot be seeded).
+
+use std::sync::Mutex;
+
+use candle_core::{Module, Tensor, D};
+use candle_nn::VarBuilder;
+use rand::{Rng, SeedableRng};
+
+/// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)` (max detached).
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Layer normalisation over the last dimension with a learnable scale and shift.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// `weight` and `bias` of size `dim` under `vb` (names `weight`/`bias`, or the older
+    /// `gamma`/`beta` that some BERT checkpoints use).
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (w, b) = if vb.contains_tensor("gamma") && !vb.contains_tensor("weight") {
+            ("gamma", "beta")
+        } else {
+            ("weight", "bias")
+        };
+        Ok(Self {
+            weight: vb.get_with_hints(dim, w, candle_nn::init::ONE)?,
+            bias: vb.get_with_hints(dim, b, candle_nn::init::ZERO)?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// Inverted dropout with its own seeded generator; identity when not training.
+#[derive(Debug)]
+pub struct Dropout {
+    p: f64,
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl Dropout {
+    /// Drop probability `p ∈ [0, 1)`, seeded.
+    pub fn new(p: f64, seed: u64) -> Self {
+        Self {
+            p: p.clamp(0.0, 0.999),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Apply (only when `train`).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if !train || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - self.p;
+        let mut rng = self.rng.lock().expect("dropout generator lock");
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if rng.random_bool(keep) {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    #[test]
+    fn softmax_and_layer_norm_match_candle_and_have_gradients() {
+        let dev = Device::Cpu;
+        let x = Var::new(&[[1.0f64, 2.0, 0.5, -1.0], [3.0, 3.0, 3.0, 2.0]], &dev).unwrap();
+        let ours = softmax_last_dim(x.as_tensor()).unwrap();
+        let theirs = candle_nn::ops::softmax_last_dim(x.as_tensor()).unwrap();
+        let diff = (ours.clone() - theirs)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(diff < 1e-12);
+        let w = Tensor::new(&[0.5f64, 2.0, 1.0, -1.0], &dev).unwrap();
+        let loss = ours
+            .broadcast_mul(&w.unsqueeze(0).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = loss.backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_some(), "softmax passes gradients");
+
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &dev);
+        let ln = LayerNorm::new(4, 1e-12, vb.pp("ln")).unwrap();
+        let y = ln.forward(x.as_tensor()).unwrap();
+        // Against the definition, row by row.
+        let rows = x.as_tensor().to_vec2::<f64>().unwrap();
+        let got = y.to_vec2::<f64>().unwrap();
+        for (r, g) in rows.iter().zip(&got) {
+            let m = r.iter().sum::<f64>() / 4.0;
+            let v = r.iter().map(|a| (a - m).powi(2)).sum::<f64>() / 4.0;
+            for (a, b) in r.iter().zip(g) {
+                assert!(((a - m) / (v + 1e-12).sqrt() - b).abs() < 1e-9);
+            }
+        }
+        let loss = y
+            .broadcast_mul(&w.unsqueeze(0).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = loss.backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_some());
+        for v in vm.all_vars() {
+            assert!(
+                g.get(v.as_tensor()).is_some(),
+                "layer-norm parameters get gradients"
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_drops_in_training_only_and_is_seeded() {
+        let x = Tensor::ones((50, 40), DType::F32, &Device::Cpu).unwrap();
+        let d = Dropout::new(0.25, 3);
+        let y = d
+            .forward_t(&x, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let zeros = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
+        assert!((zeros - 0.25).abs() < 0.04, "{zeros}");
+        assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        let again = Dropout::new(0.25, 3)
+            .forward_t(&x, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(y, again);
+        assert_eq!(
+            d.forward_t(&x, false)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![1.0; 2000]
+        );
+    }
+}

@@ -5,19 +5,25 @@
 //! load, seeded initialisation and seeded dropout.
 //!
 //! * [`bert`]: the BERT family (BERT, BiomedBERT, MiniLM), CLS or mean pooling, local folders;
+//! * [`vit`]: a Vision Transformer with timm's tensor names (tiny, or ViT-B/16);
+//! * [`heads`]: probabilistic `(mu, log-variance)` and deterministic unit-norm heads;
 //! * [`ops`]: differentiable layer norm and softmax, seeded dropout;
 //! * [`init`]: a seeded `VarBuilder` backend;
 //! * [`testing`]: the gradient checker every trainable module is tested with.
 //!
-//! Still to come (see the issue tracker): vision encoders (ViT, ResNet), probabilistic
-//! heads, hub loading, freezing, the model type and checkpoints.
+//! Still to come (see the issue tracker): a convolutional backbone (ResNet), hub loading,
+//! freezing, the model type and checkpoints.
 
 pub mod bert;
 pub mod error;
+pub mod heads;
 pub mod init;
 pub mod ops;
 pub mod testing;
+pub mod vit;
 
 pub use bert::{BertConfig, BertEncoder, ModelFolder, Pooling};
 pub use error::{EncoderError, Result};
+pub use heads::{DeterministicHead, ProbabilisticHead};
 pub use init::SeededVarMap;
+pub use vit::{VisionTransformer, VitConfig};

@@ -121,3 +121,88 @@ fn padding_does_not_change_the_pooled_outputs() {
     assert_ne!(t1, e1);
     assert_eq!(e1, e2);
 }
+
+#[test]
+fn tiny_vit_and_both_heads_every_variable_gets_a_correct_gradient() {
+    use medprob_core::LogVarianceClamp;
+    use medprob_encoders::{DeterministicHead, ProbabilisticHead, VisionTransformer, VitConfig};
+    let dev = Device::Cpu;
+    let config = VitConfig {
+        image_size: 16,
+        patch_size: 8,
+        dim: 12,
+        heads: 2,
+        depth: 2,
+        ..VitConfig::default()
+    };
+    let vars = SeededVarMap::new(3);
+    let vb = vars.builder(DType::F64, &dev);
+    let vit = VisionTransformer::new(&config, vb.pp("image"), 0).unwrap();
+    let prob = ProbabilisticHead::new(12, 5, LogVarianceClamp::default(), vb.pp("head")).unwrap();
+    let det = DeterministicHead::new(12, 5, vb.pp("det")).unwrap();
+    let images = Tensor::from_vec(
+        (0..2 * 3 * 16 * 16)
+            .map(|i| ((i * 37 % 101) as f64 / 50.0) - 1.0)
+            .collect::<Vec<_>>(),
+        (2, 3, 16, 16),
+        &dev,
+    )
+    .unwrap();
+    let w = Tensor::from_vec(
+        (0..10).map(|i| (i as f64 - 4.5) / 3.0).collect::<Vec<_>>(),
+        (2, 5),
+        &dev,
+    )
+    .unwrap();
+    let loss = || {
+        let msg = |e: medprob_encoders::EncoderError| candle_core::Error::Msg(e.to_string());
+        let f = vit.forward(&images, false).map_err(msg)?;
+        let g = prob.forward(&f).map_err(msg)?;
+        let d = det.forward(&f).map_err(msg)?;
+        (((g.mean + g.log_var)? + d)? * &w)?.sum_all()
+    };
+    let mut named: Vec<_> = vars
+        .var_map()
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    // patch (2) + cls + pos + 12 per block × 2 + final norm (2) + heads (2 + 2).
+    assert_eq!(named.len(), 2 + 2 + 24 + 2 + 4);
+    let report = check_gradients(&named, loss, 3, 1e-6, 1e-5).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.worst_relative_error < 1e-5, "{report:?}");
+}
+
+#[test]
+fn probabilistic_head_clamps_only_the_log_variance() {
+    use medprob_core::LogVarianceClamp;
+    use medprob_encoders::ProbabilisticHead;
+    let dev = Device::Cpu;
+    let vars = SeededVarMap::new(4);
+    let head = ProbabilisticHead::new(
+        3,
+        2,
+        LogVarianceClamp::default(),
+        vars.builder(DType::F32, &dev),
+    )
+    .unwrap();
+    let x = Tensor::new(&[[100.0f32, -100.0, 50.0], [0.0, 0.0, 0.0]], &dev).unwrap();
+    let g = head.forward(&x).unwrap();
+    let v = g.log_var.to_vec2::<f32>().unwrap();
+    assert!(
+        v.iter().flatten().all(|&x| (-6.0..=6.0).contains(&x)),
+        "{v:?}"
+    );
+    assert!(
+        v[0].iter().any(|&x| x.abs() == 6.0),
+        "large inputs hit the clamp: {v:?}"
+    );
+    let m = g.mean.to_vec2::<f32>().unwrap();
+    assert!(
+        m[0].iter().any(|&x| x.abs() > 6.0),
+        "the mean is not clamped: {m:?}"
+    );
+}

@@ -7,17 +7,19 @@
 //! * [`bert`]: the BERT family (BERT, BiomedBERT, MiniLM), CLS or mean pooling, local folders;
 //! * [`vit`]: a Vision Transformer with timm's tensor names (tiny, or ViT-B/16);
 //! * [`heads`]: probabilistic `(mu, log-variance)` and deterministic unit-norm heads;
+//! * [`model`]: both encoders, heads and match parameters; freezing; atomic checkpoints;
 //! * [`ops`]: differentiable layer norm and softmax, seeded dropout;
 //! * [`init`]: a seeded `VarBuilder` backend;
 //! * [`testing`]: the gradient checker every trainable module is tested with.
 //!
-//! Still to come (see the issue tracker): a convolutional backbone (ResNet), hub loading,
-//! freezing, the model type and checkpoints.
+//! Still to come (see the issue tracker): a convolutional backbone (ResNet) and loading
+//! from the Hugging Face hub.
 
 pub mod bert;
 pub mod error;
 pub mod heads;
 pub mod init;
+pub mod model;
 pub mod ops;
 pub mod testing;
 pub mod vit;
@@ -26,4 +28,5 @@ pub use bert::{BertConfig, BertEncoder, ModelFolder, Pooling};
 pub use error::{EncoderError, Result};
 pub use heads::{DeterministicHead, ProbabilisticHead};
 pub use init::SeededVarMap;
+pub use model::{Embedded, HeadKind, MedProbModel, ModelConfig};
 pub use vit::{VisionTransformer, VitConfig};

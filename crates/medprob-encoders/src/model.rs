@@ -1,0 +1,311 @@
+//! The model: an image encoder and a text encoder, each with a head, and the parameters of
+//! the match probability (`a`, `b`) or the softmax temperature — everything one method
+//! trains, in one seeded variable map with one checkpoint format.
+//!
+//! Variable names: `image.*` (ViT, timm names), `text.*` (BERT, Hugging Face names),
+//! `image_head.proj.*`, `text_head.proj.*`, `match.scale`, `match.shift`, `logit_scale`.
+//! A checkpoint is a folder with `model.safetensors` and `config.json`, both written
+//! atomically (temporary file + rename), so an interrupted save never destroys the previous
+//! one; loading it reproduces the saved model's outputs bit for bit.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use medprob_core::{GaussianTensor, LogVarianceClamp};
+use serde::{Deserialize, Serialize};
+
+use crate::bert::{BertConfig, BertEncoder, Pooling};
+use crate::error::{EncoderError, Result};
+use crate::heads::{DeterministicHead, ProbabilisticHead};
+use crate::init::SeededVarMap;
+use crate::vit::{VisionTransformer, VitConfig};
+
+/// Probabilistic (MedProbCLIP, PCME++) or deterministic (CLIP, CXR-CLIP) embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// `(mu, log-variance)`.
+    Probabilistic,
+    /// Unit-norm vectors.
+    Deterministic,
+}
+
+/// Everything needed to rebuild a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Image encoder.
+    pub image: VitConfig,
+    /// Text encoder.
+    pub text: BertConfig,
+    /// Text pooling.
+    pub text_pooling: Pooling,
+    /// Embedding dimension `D`.
+    pub embed_dim: usize,
+    /// Head kind.
+    pub head: HeadKind,
+    /// Initial `a` and `b` of the match probability.
+    pub init_scale: f64,
+    /// Initial `b`.
+    pub init_shift: f64,
+    /// Initial `logit_scale` (deterministic heads).
+    pub init_logit_scale: f64,
+    /// Keep the image backbone fixed (heads still train).
+    pub freeze_image: bool,
+    /// Keep the text backbone fixed.
+    pub freeze_text: bool,
+    /// Seed of initialisation and dropout.
+    pub seed: u64,
+    /// The training method's name, for the record (`medprobclip`, `pcmepp`, `clip`, `cxr_clip`).
+    pub method: String,
+    /// File name of the tokenizer saved beside the checkpoint, if any.
+    pub tokenizer: Option<String>,
+}
+
+/// An embedded batch.
+#[derive(Debug, Clone)]
+pub enum Embedded {
+    /// Probabilistic embeddings.
+    Gaussian(GaussianTensor),
+    /// Unit-norm embeddings.
+    Unit(Tensor),
+}
+
+impl Embedded {
+    /// The means (or the unit vectors).
+    pub fn mean(&self) -> &Tensor {
+        match self {
+            Embedded::Gaussian(g) => &g.mean,
+            Embedded::Unit(t) => t,
+        }
+    }
+}
+
+enum Heads {
+    Probabilistic(ProbabilisticHead, ProbabilisticHead),
+    Deterministic(DeterministicHead, DeterministicHead),
+}
+
+/// Image encoder + text encoder + heads + match parameters.
+pub struct MedProbModel {
+    config: ModelConfig,
+    vars: SeededVarMap,
+    image: VisionTransformer,
+    text: BertEncoder,
+    heads: Heads,
+    scale: Tensor,
+    shift: Tensor,
+    logit_scale: Tensor,
+}
+
+impl MedProbModel {
+    /// A freshly initialised model (seeded by `config.seed`).
+    pub fn new(config: ModelConfig, device: &Device) -> Result<Self> {
+        let vars = SeededVarMap::new(config.seed);
+        let vb = vars.builder(DType::F32, device);
+        let image = VisionTransformer::new(&config.image, vb.pp("image"), config.seed ^ 0x1)?;
+        let text = BertEncoder::new(&config.text, vb.pp("text"), config.seed ^ 0x2)?;
+        let (fi, ft, d) = (config.image.dim, config.text.hidden_size, config.embed_dim);
+        let heads = match config.head {
+            HeadKind::Probabilistic => {
+                let c = LogVarianceClamp::default();
+                Heads::Probabilistic(
+                    ProbabilisticHead::new(fi, d, c, vb.pp("image_head"))?,
+                    ProbabilisticHead::new(ft, d, c, vb.pp("text_head"))?,
+                )
+            }
+            HeadKind::Deterministic => Heads::Deterministic(
+                DeterministicHead::new(fi, d, vb.pp("image_head"))?,
+                DeterministicHead::new(ft, d, vb.pp("text_head"))?,
+            ),
+        };
+        let scalar = |name: &str, v: f64| vb.get_with_hints(1, name, candle_nn::Init::Const(v));
+        let scale = scalar("match.scale", config.init_scale)?;
+        let shift = scalar("match.shift", config.init_shift)?;
+        let logit_scale = scalar("logit_scale", config.init_logit_scale)?;
+        Ok(Self {
+            config,
+            vars,
+            image,
+            text,
+            heads,
+            scale,
+            shift,
+            logit_scale,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Match-probability scale `a` and shift `b` (scalar variables).
+    pub fn match_parameters(&self) -> (&Tensor, &Tensor) {
+        (&self.scale, &self.shift)
+    }
+
+    /// The softmax `logit_scale` (deterministic methods).
+    pub fn logit_scale(&self) -> &Tensor {
+        &self.logit_scale
+    }
+
+    /// Embed images `[B, C, S, S]`.
+    pub fn encode_images(&self, images: &Tensor, train: bool) -> Result<Embedded> {
+        let mut f = self.image.forward(images, train)?;
+        if self.config.freeze_image {
+            f = f.detach();
+        }
+        Ok(match &self.heads {
+            Heads::Probabilistic(h, _) => Embedded::Gaussian(h.forward(&f)?),
+            Heads::Deterministic(h, _) => Embedded::Unit(h.forward(&f)?),
+        })
+    }
+
+    /// Embed token ids `[B, L]` with their attention mask.
+    pub fn encode_texts(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Embedded> {
+        let hidden = self.text.forward(ids, mask, train)?;
+        let mut f = BertEncoder::pool(&hidden, mask, self.config.text_pooling)?;
+        if self.config.freeze_text {
+            f = f.detach();
+        }
+        Ok(match &self.heads {
+            Heads::Probabilistic(_, h) => Embedded::Gaussian(h.forward(&f)?),
+            Heads::Deterministic(_, h) => Embedded::Unit(h.forward(&f)?),
+        })
+    }
+
+    /// The variables the optimiser should update: all, minus frozen backbones.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let frozen = |name: &str| {
+            (self.config.freeze_image && name.starts_with("image."))
+                || (self.config.freeze_text && name.starts_with("text."))
+        };
+        let mut v: Vec<(String, Var)> = self
+            .vars
+            .var_map()
+            .data()
+            .lock()
+            .expect("var map lock")
+            .iter()
+            .filter(|(k, _)| !frozen(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Every variable, by name.
+    pub fn all_vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = self
+            .vars
+            .var_map()
+            .data()
+            .lock()
+            .expect("var map lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Overwrite the variables under `prefix` (e.g. `text`) with a pretrained checkpoint whose
+    /// names lack the prefix (an optional `bert.` in the file is accepted). A variable the file
+    /// lacks, or one of another shape, is an error naming the tensor.
+    pub fn load_pretrained(&self, prefix: &str, weights: &Path) -> Result<usize> {
+        // SAFETY: read-only memory map of a file that must not change while loading.
+        let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(weights)? };
+        let names: std::collections::HashSet<String> =
+            file.tensors().into_iter().map(|(n, _)| n).collect();
+        let mut n = 0;
+        for (name, var) in self.all_vars() {
+            let Some(rest) = name.strip_prefix(&format!("{prefix}.")) else {
+                continue;
+            };
+            let key = [rest.to_string(), format!("bert.{rest}")]
+                .into_iter()
+                .find(|k| names.contains(k))
+                .ok_or_else(|| EncoderError::Config {
+                    path: weights.to_path_buf(),
+                    reason: format!("tensor {rest} (for {name}) is not in the checkpoint"),
+                })?;
+            let t = file.load(&key, var.device())?.to_dtype(var.dtype())?;
+            if t.dims() != var.dims() {
+                return Err(EncoderError::TensorShape {
+                    name: key,
+                    expected: var.dims().to_vec(),
+                    found: t.dims().to_vec(),
+                });
+            }
+            var.set(&t)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Save `model.safetensors` and `config.json` into `dir`, each atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let io = |path: &Path, e: std::io::Error| EncoderError::Config {
+            path: path.to_path_buf(),
+            reason: format!("cannot write: {e}"),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let tensors: Vec<(String, Tensor)> = self
+            .all_vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        let weights = dir.join("model.safetensors");
+        let tmp = dir.join(".model.safetensors.tmp");
+        candle_core::safetensors::save(&tensors.into_iter().collect(), &tmp)?;
+        std::fs::rename(&tmp, &weights).map_err(|e| io(&weights, e))?;
+        let json = serde_json::to_vec_pretty(&self.config).expect("config serialises");
+        let config = dir.join("config.json");
+        let tmp = dir.join(".config.json.tmp");
+        std::fs::write(&tmp, json).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &config).map_err(|e| io(&config, e))?;
+        Ok(())
+    }
+
+    /// Load a checkpoint written by [`MedProbModel::save`].
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let weights = dir.join("model.safetensors");
+        for p in [&config_path, &weights] {
+            if !p.exists() {
+                return Err(EncoderError::MissingFile {
+                    path: p.clone(),
+                    needed: "config.json and model.safetensors (written by MedProbModel::save)",
+                });
+            }
+        }
+        let text = std::fs::read_to_string(&config_path).map_err(|e| EncoderError::Config {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let config: ModelConfig =
+            serde_json::from_str(&text).map_err(|e| EncoderError::Config {
+                path: config_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let model = Self::new(config, device)?;
+        // SAFETY: read-only memory map of a file that must not change while loading.
+        let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights)? };
+        for (name, var) in model.all_vars() {
+            let t = file.load(&name, device).map_err(|_| EncoderError::Config {
+                path: weights.clone(),
+                reason: format!("tensor {name} is missing"),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(EncoderError::TensorShape {
+                    name,
+                    expected: var.dims().to_vec(),
+                    found: t.dims().to_vec(),
+                });
+            }
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        Ok(model)
+    }
+}

@@ -12,12 +12,14 @@
 //! * [`init`]: a seeded `VarBuilder` backend;
 //! * [`testing`]: the gradient checker every trainable module is tested with.
 //!
-//! Still to come (see the issue tracker): a convolutional backbone (ResNet) and loading
-//! from the Hugging Face hub.
+//! * [`hub`]: model folders from the Hugging Face hub (cache and offline mode honoured).
+//!
+//! Still to come (see the issue tracker): a convolutional backbone (ResNet).
 
 pub mod bert;
 pub mod error;
 pub mod heads;
+pub mod hub;
 pub mod init;
 pub mod model;
 pub mod ops;

@@ -9,7 +9,7 @@ use crate::bert::ModelFolder;
 use crate::error::{EncoderError, Result};
 
 /// Finds one file of the repository (in the cache, or by downloading it).
-type Resolver = Box<dyn Fn(&str) -> Result<PathBuf>>;
+type Resolver<'a> = Box<dyn Fn(&str) -> Result<PathBuf> + 'a>;
 
 /// Where and how to look for a hub model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub fn model_folder(model_id: &str, options: &HubOptions) -> Result<ModelFolder>
         needed:
             "config.json, model.safetensors and a tokenizer (offline: already in the hub cache)",
     };
-    let get: Resolver = if options.offline {
+    let get: Resolver<'_> = if options.offline {
         let cache = match &options.cache_dir {
             Some(dir) => hf_hub::Cache::new(dir.clone()),
             None => hf_hub::Cache::from_env(),

@@ -6,6 +6,8 @@
 //!
 //! * [`bert`]: the BERT family (BERT, BiomedBERT, MiniLM), CLS or mean pooling, local folders;
 //! * [`vit`]: a Vision Transformer with timm's tensor names (tiny, or ViT-B/16);
+//! * [`resnet`]: a bottleneck ResNet (tiny, or ResNet-50 as in CXR-CLIP) with differentiable
+//!   batch norm and max-pool;
 //! * [`heads`]: probabilistic `(mu, log-variance)` and deterministic unit-norm heads;
 //! * [`model`]: both encoders, heads and match parameters; freezing; atomic checkpoints;
 //! * [`ops`]: differentiable layer norm and softmax, seeded dropout;
@@ -13,8 +15,6 @@
 //! * [`testing`]: the gradient checker every trainable module is tested with.
 //!
 //! * [`hub`]: model folders from the Hugging Face hub (cache and offline mode honoured).
-//!
-//! Still to come (see the issue tracker): a convolutional backbone (ResNet).
 
 pub mod bert;
 pub mod error;
@@ -23,6 +23,7 @@ pub mod hub;
 pub mod init;
 pub mod model;
 pub mod ops;
+pub mod resnet;
 pub mod testing;
 pub mod vit;
 
@@ -31,4 +32,5 @@ pub use error::{EncoderError, Result};
 pub use heads::{DeterministicHead, ProbabilisticHead};
 pub use init::SeededVarMap;
 pub use model::{Embedded, HeadKind, MedProbModel, ModelConfig};
+pub use resnet::{ResNet, ResNetConfig};
 pub use vit::{VisionTransformer, VitConfig};

@@ -175,11 +175,13 @@ impl MedProbModel {
         })
     }
 
-    /// The variables the optimiser should update: all, minus frozen backbones.
+    /// The variables the optimiser should update: all, minus frozen backbones and
+    /// statistics buffers.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
         let frozen = |name: &str| {
             (self.config.freeze_image && name.starts_with("image."))
                 || (self.config.freeze_text && name.starts_with("text."))
+                || crate::resnet::is_buffer(name)
         };
         let mut v: Vec<(String, Var)> = self
             .vars

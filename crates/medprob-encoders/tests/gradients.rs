@@ -206,3 +206,117 @@ fn probabilistic_head_clamps_only_the_log_variance() {
         "the mean is not clamped: {m:?}"
     );
 }
+
+#[test]
+fn tiny_resnet_every_parameter_gets_a_correct_gradient() {
+    use medprob_encoders::resnet::is_buffer;
+    use medprob_encoders::{ResNet, ResNetConfig};
+    let dev = Device::Cpu;
+    let config = ResNetConfig {
+        base_width: 2,
+        ..ResNetConfig::default()
+    };
+    let vars = SeededVarMap::new(5);
+    let net = ResNet::new(&config, vars.builder(DType::F64, &dev)).unwrap();
+    // 64×64 leaves 2×2 maps in the last stage, so batch statistics are not degenerate.
+    let images = Tensor::from_vec(
+        (0..2 * 3 * 64 * 64)
+            .map(|i| (((i * 7919) % 1009) as f64 / 504.5) - 1.0)
+            .collect::<Vec<_>>(),
+        (2, 3, 64, 64),
+        &dev,
+    )
+    .unwrap();
+    // Move batch-norm scales and shifts off their exact 1 and 0 initial values, which make
+    // residual sums land exactly on ReLU kinks.
+    for (k, v) in vars.var_map().data().lock().unwrap().iter() {
+        if k.contains("bn") || k.contains("downsample.1") {
+            let n = v.elem_count();
+            let jitter = Tensor::from_vec(
+                (0..n)
+                    .map(|i| 0.1 * (((i * 31 + k.len()) % 17) as f64 / 8.0 - 1.0))
+                    .collect::<Vec<_>>(),
+                n,
+                &dev,
+            )
+            .unwrap();
+            v.set(&(v.as_tensor() + jitter).unwrap()).unwrap();
+        }
+    }
+    let w = Tensor::from_vec(
+        (0..2 * config.feature_dim())
+            .map(|i| ((i % 13) as f64 - 6.0) / 6.0)
+            .collect::<Vec<_>>(),
+        (2, config.feature_dim()),
+        &dev,
+    )
+    .unwrap();
+    let loss = || {
+        let f = net
+            .forward(&images, true)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        (f * &w)?.sum_all()
+    };
+    let mut named: Vec<_> = vars
+        .var_map()
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    // Stem conv + bn (1 + 2); per block 3 convs + 3 bns (3 + 6) and a downsample (1 + 2).
+    assert_eq!(named.len(), 3 + 4 * 12);
+    let report = check_gradients(&named, loss, 2, 1e-6, 1e-4).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.worst_relative_error < 1e-4, "{report:?}");
+}
+
+#[test]
+fn max_pool_equals_the_definition_and_running_stats_update() {
+    use medprob_encoders::resnet::max_pool_3x3_s2;
+    let dev = Device::Cpu;
+    for (h, w) in [(7usize, 6usize), (8, 9)] {
+        let v: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 23) as f32) - 11.0).collect();
+        let x = Tensor::from_vec(v.clone(), (1, 1, h, w), &dev).unwrap();
+        let got = max_pool_3x3_s2(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+        let mut want = Vec::new();
+        for i in 0..ho {
+            for j in 0..wo {
+                let mut m = f32::NEG_INFINITY;
+                for y in (2 * i).saturating_sub(1)..(2 * i + 2).min(h) {
+                    for x in (2 * j).saturating_sub(1)..(2 * j + 2).min(w) {
+                        m = m.max(v[y * w + x]);
+                    }
+                }
+                want.push(m);
+            }
+        }
+        assert_eq!(got, want, "{h}×{w}");
+    }
+    // Batch norm: training updates the running statistics in the variables themselves.
+    use medprob_encoders::resnet::BatchNorm;
+    let vars = SeededVarMap::new(0);
+    let bn = BatchNorm::new(2, 1e-5, vars.builder(DType::F32, &dev)).unwrap();
+    let x = Tensor::from_vec(
+        (0..16).map(|i| i as f32).collect::<Vec<_>>(),
+        (2, 2, 2, 2),
+        &dev,
+    )
+    .unwrap();
+    bn.forward_t(&x, true).unwrap();
+    let data = vars.var_map().data().lock().unwrap();
+    let rm = data["running_mean"].as_tensor().to_vec1::<f32>().unwrap();
+    // Channel 0 holds 0–3 and 8–11 (mean 5.5), channel 1 holds 4–7 and 12–15 (mean 9.5).
+    assert!(
+        (rm[0] - 0.55).abs() < 1e-6 && (rm[1] - 0.95).abs() < 1e-6,
+        "{rm:?}"
+    );
+}

@@ -327,8 +327,12 @@ impl ModelFolder {
     /// Load the encoder from the folder's weights (memory-mapped).
     pub fn load_bert(&self, dtype: DType, device: &Device, seed: u64) -> Result<BertEncoder> {
         let config = BertConfig::from_file(&self.config)?;
-        // SAFETY: the file is memory-mapped read-only; it must not be modified while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&self.weights], dtype, device)? };
+        let vb = if self.weights.extension().is_some_and(|e| e == "bin") {
+            VarBuilder::from_pth(&self.weights, dtype, device)?
+        } else {
+            // SAFETY: the file is memory-mapped read-only; it must not change while loaded.
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&self.weights], dtype, device)? }
+        };
         BertEncoder::new(&config, vb, seed)
     }
 }

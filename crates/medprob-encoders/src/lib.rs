@@ -31,6 +31,6 @@ pub use bert::{BertConfig, BertEncoder, ModelFolder, Pooling};
 pub use error::{EncoderError, Result};
 pub use heads::{DeterministicHead, ProbabilisticHead};
 pub use init::SeededVarMap;
-pub use model::{Embedded, HeadKind, MedProbModel, ModelConfig};
+pub use model::{Embedded, HeadKind, ImageBackbone, MedProbModel, ModelConfig};
 pub use resnet::{ResNet, ResNetConfig};
 pub use vit::{VisionTransformer, VitConfig};

@@ -18,7 +18,42 @@ use crate::bert::{BertConfig, BertEncoder, Pooling};
 use crate::error::{EncoderError, Result};
 use crate::heads::{DeterministicHead, ProbabilisticHead};
 use crate::init::SeededVarMap;
+use crate::resnet::{ResNet, ResNetConfig};
 use crate::vit::{VisionTransformer, VitConfig};
+
+/// Which image backbone, with its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageBackbone {
+    /// Vision Transformer (MedProbCLIP: ViT-B/16, mean-pooled patch tokens).
+    Vit(VitConfig),
+    /// Bottleneck ResNet (CXR-CLIP: ResNet-50).
+    ResNet(ResNetConfig),
+}
+
+impl ImageBackbone {
+    /// Width of the pooled feature the head sees.
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            ImageBackbone::Vit(c) => c.dim,
+            ImageBackbone::ResNet(c) => c.feature_dim(),
+        }
+    }
+}
+
+enum ImageEncoder {
+    Vit(VisionTransformer),
+    ResNet(ResNet),
+}
+
+impl ImageEncoder {
+    fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ImageEncoder::Vit(m) => m.forward(images, train),
+            ImageEncoder::ResNet(m) => m.forward(images, train),
+        }
+    }
+}
 
 /// Probabilistic (MedProbCLIP, PCME++) or deterministic (CLIP, CXR-CLIP) embeddings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +70,7 @@ pub enum HeadKind {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Image encoder.
-    pub image: VitConfig,
+    pub image: ImageBackbone,
     /// Text encoder.
     pub text: BertConfig,
     /// Text pooling.
@@ -90,7 +125,7 @@ enum Heads {
 pub struct MedProbModel {
     config: ModelConfig,
     vars: SeededVarMap,
-    image: VisionTransformer,
+    image: ImageEncoder,
     text: BertEncoder,
     heads: Heads,
     scale: Tensor,
@@ -103,9 +138,20 @@ impl MedProbModel {
     pub fn new(config: ModelConfig, device: &Device) -> Result<Self> {
         let vars = SeededVarMap::new(config.seed);
         let vb = vars.builder(DType::F32, device);
-        let image = VisionTransformer::new(&config.image, vb.pp("image"), config.seed ^ 0x1)?;
+        let image = match &config.image {
+            ImageBackbone::Vit(c) => ImageEncoder::Vit(VisionTransformer::new(
+                c,
+                vb.pp("image"),
+                config.seed ^ 0x1,
+            )?),
+            ImageBackbone::ResNet(c) => ImageEncoder::ResNet(ResNet::new(c, vb.pp("image"))?),
+        };
         let text = BertEncoder::new(&config.text, vb.pp("text"), config.seed ^ 0x2)?;
-        let (fi, ft, d) = (config.image.dim, config.text.hidden_size, config.embed_dim);
+        let (fi, ft, d) = (
+            config.image.feature_dim(),
+            config.text.hidden_size,
+            config.embed_dim,
+        );
         let heads = match config.head {
             HeadKind::Probabilistic => {
                 let c = LogVarianceClamp::default();

@@ -4,19 +4,20 @@
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use medprob_encoders::{
-    BertConfig, Embedded, HeadKind, MedProbModel, ModelConfig, Pooling, VitConfig,
+    BertConfig, Embedded, HeadKind, ImageBackbone, MedProbModel, ModelConfig, Pooling,
+    ResNetConfig, VitConfig,
 };
 
 fn config(head: HeadKind) -> ModelConfig {
     ModelConfig {
-        image: VitConfig {
+        image: ImageBackbone::Vit(VitConfig {
             image_size: 16,
             patch_size: 8,
             dim: 12,
             heads: 2,
             depth: 1,
             ..VitConfig::default()
-        },
+        }),
         text: BertConfig {
             hidden_size: 16,
             intermediate_size: 32,
@@ -98,6 +99,33 @@ fn save_load_encode_is_bit_identical() {
             .collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
     }
+}
+
+/// The ResNet backbone round-trips too, running statistics included.
+#[test]
+fn resnet_model_round_trips_with_its_running_statistics() {
+    let dev = Device::Cpu;
+    let (images, _, _) = inputs(&dev);
+    let cfg = ModelConfig {
+        image: ImageBackbone::ResNet(ResNetConfig {
+            base_width: 2,
+            ..Default::default()
+        }),
+        ..config(HeadKind::Deterministic)
+    };
+    let model = MedProbModel::new(cfg, &dev).unwrap();
+    model.encode_images(&images, true).unwrap(); // updates running statistics
+    assert!(model
+        .trainable_vars()
+        .iter()
+        .all(|(n, _)| !n.contains("running_")));
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let back = MedProbModel::load(dir.path(), &dev).unwrap();
+    assert_eq!(
+        flat(&back.encode_images(&images, false).unwrap()),
+        flat(&model.encode_images(&images, false).unwrap())
+    );
 }
 
 #[test]

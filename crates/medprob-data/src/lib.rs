@@ -12,7 +12,8 @@
 //!   evaluation; text augmentation;
 //! * [`loader`]: parallel, prefetched, seed-reproducible batches with `on_bad_study`;
 //! * [`tokenize`]: report tokenisers from `tokenizer.json`, a BERT `vocab.txt`, or trained
-//!   WordPiece.
+//!   WordPiece;
+//! * [`synth`]: SynthCXR, the generated default dataset (states, reports and labels so far).
 //!
 //! Every error names the file, line, column or study at fault ([`DataError`]).
 
@@ -24,6 +25,7 @@ pub mod mimic;
 pub mod record;
 pub mod sampling;
 pub mod sections;
+pub mod synth;
 mod table;
 pub mod tokenize;
 

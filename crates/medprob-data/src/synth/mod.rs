@@ -1,0 +1,265 @@
+//! SynthCXR: the embedded default dataset. Studies are drawn from a hidden state (findings
+//! with realistic prevalence and co-occurrence, laterality, severity; several studies per
+//! patient with evolving findings), and reports are written from that state — so which
+//! studies plausibly match which reports is known exactly, and many normal studies share
+//! near-identical reports (true many-to-many).
+//!
+//! This first part generates the states, reports, labels, patients and splits. Image
+//! rendering comes next (see the issue tracker).
+
+pub mod report;
+pub mod state;
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Split, StudyRecord};
+pub use report::{write_report, WrittenReport};
+pub use state::{sample_state, Finding, Present, Severity, Side, StudyState, Zone};
+
+/// The knobs of the generator; defaults are the documented ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthConfig {
+    /// Number of studies.
+    pub studies: usize,
+    /// Seed: the same seed gives the same dataset on any machine.
+    pub seed: u64,
+    /// Probability that a present finding is drawn faintly.
+    pub subtlety: f64,
+    /// Probability that a present minor finding is left out of the report.
+    pub omission_rate: f64,
+    /// Probability that a report has only an impression.
+    pub impression_only_rate: f64,
+    /// Largest number of studies per patient (1 to this, uniformly).
+    pub max_studies_per_patient: usize,
+    /// Fractions of patients in train and validate (the rest is test).
+    pub split_fractions: (f64, f64),
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        Self {
+            studies: 5000,
+            seed: 0,
+            subtlety: 0.2,
+            omission_rate: 0.2,
+            impression_only_rate: 0.1,
+            max_studies_per_patient: 4,
+            split_fractions: (0.8, 0.1),
+        }
+    }
+}
+
+/// One generated study: its record (images are added by the renderer) and hidden state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthStudy {
+    /// The study record (report, labels, patient, split).
+    pub record: StudyRecord,
+    /// The state it was written from.
+    pub state: StudyState,
+    /// Present findings the report leaves out.
+    pub omitted: Vec<Finding>,
+}
+
+/// Generate the studies' states and reports (no images).
+pub fn generate_reports(config: &SynthConfig) -> Vec<SynthStudy> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let mut out = Vec::with_capacity(config.studies);
+    let mut patient = 0usize;
+    while out.len() < config.studies {
+        patient += 1;
+        let r: f64 = rng.random();
+        let split = if r < config.split_fractions.0 {
+            Split::Train
+        } else if r < config.split_fractions.0 + config.split_fractions.1 {
+            Split::Validate
+        } else {
+            Split::Test
+        };
+        let visits = rng.random_range(1..=config.max_studies_per_patient.max(1));
+        let mut state = sample_state(&mut rng, config.subtlety);
+        for v in 0..visits {
+            if out.len() == config.studies {
+                break;
+            }
+            if v > 0 {
+                state = state::follow_up(&mut rng, &state, config.subtlety);
+            }
+            let report = write_report(
+                &state,
+                config.omission_rate,
+                config.impression_only_rate,
+                &mut rng,
+            );
+            let mut record = StudyRecord::new(format!("synth{:06}", out.len()));
+            record.patient_id = Some(format!("p{patient:05}"));
+            record.split = Some(split);
+            record.findings = report.findings;
+            record.impression = report.impression;
+            record.labels = Some(report.labels);
+            out.push(SynthStudy {
+                record,
+                state: state.clone(),
+                omitted: report.omitted,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Label;
+
+    /// Findings a reader finds in the affirmative sentences of a report.
+    fn mentioned(study: &StudyRecord) -> std::collections::BTreeSet<Finding> {
+        let text = format!("{} {}", study.findings, study.impression);
+        let mut out = std::collections::BTreeSet::new();
+        for sentence in text.split(". ") {
+            let s = sentence.to_lowercase();
+            if s.starts_with("no ") || s.starts_with("heart size is normal") {
+                continue;
+            }
+            for f in Finding::ALL {
+                if report::keywords(f).iter().any(|k| s.contains(k)) {
+                    out.insert(f);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn reports_mention_exactly_the_present_findings() {
+        let cfg = SynthConfig {
+            studies: 3000,
+            omission_rate: 0.0,
+            impression_only_rate: 0.0,
+            ..Default::default()
+        };
+        for s in generate_reports(&cfg) {
+            let present: std::collections::BTreeSet<Finding> =
+                s.state.findings.iter().map(|p| p.finding).collect();
+            assert_eq!(
+                mentioned(&s.record),
+                present,
+                "{}: {} | {}",
+                s.record.study_id,
+                s.record.findings,
+                s.record.impression
+            );
+            // Labels agree with the state: every present finding positive, nothing else positive.
+            let labels = s.record.labels.unwrap();
+            for f in Finding::ALL {
+                let k = crate::CHEXPERT_LABELS
+                    .iter()
+                    .position(|n| *n == f.chexpert_name())
+                    .unwrap();
+                assert_eq!(
+                    labels[k] == Label::Positive,
+                    present.contains(&f),
+                    "{} {f:?}",
+                    s.record.study_id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn omission_leaves_out_only_minor_findings_at_about_the_rate() {
+        let cfg = SynthConfig {
+            studies: 4000,
+            omission_rate: 0.5,
+            impression_only_rate: 0.0,
+            ..Default::default()
+        };
+        let (mut minor, mut omitted) = (0, 0);
+        for s in generate_reports(&cfg) {
+            let present: std::collections::BTreeSet<Finding> =
+                s.state.findings.iter().map(|p| p.finding).collect();
+            let said = mentioned(&s.record);
+            for f in &present {
+                if f.minor() {
+                    minor += 1;
+                    omitted += (!said.contains(f)) as usize;
+                } else {
+                    assert!(said.contains(f), "{f:?} is not minor and must be reported");
+                }
+            }
+            assert_eq!(s.omitted.len(), present.difference(&said).count());
+        }
+        let rate = omitted as f64 / minor as f64;
+        assert!((rate - 0.5).abs() < 0.05, "omitted {omitted} of {minor}");
+    }
+
+    #[test]
+    fn prevalence_co_occurrence_and_many_to_many() {
+        let studies = generate_reports(&SynthConfig::default());
+        assert_eq!(studies.len(), 5000);
+        let freq = |f: Finding| {
+            studies.iter().filter(|s| s.state.get(f).is_some()).count() as f64 / 5000.0
+        };
+        assert!(
+            (freq(Finding::SupportDevices) - 0.25).abs() < 0.03,
+            "{}",
+            freq(Finding::SupportDevices)
+        );
+        assert!(freq(Finding::PleuralEffusion) > 0.15 && freq(Finding::Pneumothorax) < 0.08);
+        let with_edema: Vec<_> = studies
+            .iter()
+            .filter(|s| s.state.get(Finding::Edema).is_some())
+            .collect();
+        let effusion_given_edema = with_edema
+            .iter()
+            .filter(|s| s.state.get(Finding::PleuralEffusion).is_some())
+            .count() as f64
+            / with_edema.len() as f64;
+        assert!(
+            effusion_given_edema > 0.4,
+            "effusion | edema = {effusion_given_edema}"
+        );
+        // Near-identical normal reports: the most common impression is shared by many studies.
+        let mut counts = std::collections::HashMap::new();
+        for s in &studies {
+            *counts.entry(s.record.impression.as_str()).or_insert(0usize) += 1;
+        }
+        assert!(
+            counts.values().max().unwrap() * 10 > 5000,
+            "many studies share a normal impression"
+        );
+        // Patients have several studies, and splits are by patient.
+        let patients: std::collections::HashSet<_> = studies
+            .iter()
+            .map(|s| s.record.patient_id.clone())
+            .collect();
+        assert!(
+            patients.len() < 3000 && patients.len() > 1200,
+            "{}",
+            patients.len()
+        );
+        let mut split_of = std::collections::HashMap::new();
+        for s in &studies {
+            let prev = split_of.insert(s.record.patient_id.clone(), s.record.split);
+            assert!(prev.is_none() || prev == Some(s.record.split));
+        }
+    }
+
+    #[test]
+    fn same_seed_same_dataset() {
+        let cfg = SynthConfig {
+            studies: 300,
+            ..Default::default()
+        };
+        assert_eq!(generate_reports(&cfg), generate_reports(&cfg));
+        let other = generate_reports(&SynthConfig { seed: 1, ..cfg });
+        assert_ne!(
+            generate_reports(&SynthConfig {
+                studies: 300,
+                ..Default::default()
+            }),
+            other
+        );
+    }
+}

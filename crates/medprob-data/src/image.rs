@@ -56,6 +56,13 @@ impl GreyImage {
         top * (1.0 - ay) + bottom * ay
     }
 
+    /// Bilinear sample with coordinates clamped to the image (edge pixels repeat).
+    pub fn sample_clamped(&self, x: f32, y: f32) -> f32 {
+        let x = x.clamp(0.5, self.width as f32 - 0.5);
+        let y = y.clamp(0.5, self.height as f32 - 0.5);
+        self.bilinear(x, y)
+    }
+
     /// Resize so that the shorter side is `side`, keeping the aspect ratio.
     pub fn resize_shorter_side(&self, side: u32) -> GreyImage {
         let (w, h) = (self.width, self.height);

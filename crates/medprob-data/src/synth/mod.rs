@@ -7,6 +7,7 @@
 //! This first part generates the states, reports, labels, patients and splits. Image
 //! rendering comes next (see the issue tracker).
 
+pub mod render;
 pub mod report;
 pub mod state;
 
@@ -14,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Split, StudyRecord};
+pub use render::{render_frontal, RenderOptions};
 pub use report::{write_report, WrittenReport};
 pub use state::{sample_state, Finding, Present, Severity, Side, StudyState, Zone};
 

@@ -229,18 +229,10 @@ impl MedProbModel {
                 || (self.config.freeze_text && name.starts_with("text."))
                 || crate::resnet::is_buffer(name)
         };
-        let mut v: Vec<(String, Var)> = self
-            .vars
-            .var_map()
-            .data()
-            .lock()
-            .expect("var map lock")
-            .iter()
+        self.all_vars()
+            .into_iter()
             .filter(|(k, _)| !frozen(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+            .collect()
     }
 
     /// Every variable, by name.

@@ -6,7 +6,7 @@
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{LossError, Result};
+use crate::error::{non_negative, LossError, Result};
 use crate::ops::{multi_positive_cross_entropy, scalar};
 use crate::parts::{LossOutput, LossParts};
 
@@ -137,18 +137,8 @@ pub fn cxr_clip_loss(
     logit_scale: &Tensor,
     targets: Option<&Tensor>,
 ) -> Result<LossOutput> {
-    for (field, v) in [
-        ("icl_weight", config.icl_weight),
-        ("tcl_weight", config.tcl_weight),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(LossError::Config {
-                field,
-                value: v.to_string(),
-                reason: "must be finite and ≥ 0",
-            });
-        }
-    }
+    non_negative("icl_weight", config.icl_weight)?;
+    non_negative("tcl_weight", config.tcl_weight)?;
     check("cxr_clip_loss", &[image1, image2, text1, text2], targets)?;
     let nce =
         |x: &Tensor, y: &Tensor| symmetric_info_nce(&clip_logits(x, y, logit_scale)?, targets);

@@ -23,3 +23,29 @@ pub enum LossError {
 
 /// `Result` with [`LossError`].
 pub type Result<T> = std::result::Result<T, LossError>;
+
+/// `Ok` when `value` is finite and ≥ 0; otherwise a config error naming `field`.
+pub(crate) fn non_negative(field: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(LossError::Config {
+            field,
+            value: value.to_string(),
+            reason: "must be finite and ≥ 0",
+        })
+    }
+}
+
+/// `Ok` when `value` is finite; otherwise a config error naming `field`.
+pub(crate) fn finite(field: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(LossError::Config {
+            field,
+            value: value.to_string(),
+            reason: "must be finite",
+        })
+    }
+}

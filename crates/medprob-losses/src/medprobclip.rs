@@ -19,7 +19,7 @@ use candle_core::Tensor;
 use medprob_core::{tensor, Distance, GaussianTensor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{LossError, Result};
+use crate::error::{finite, non_negative, LossError, Result};
 use crate::ops::{bce_with_logits, multi_positive_cross_entropy, scalar, soft_cross_entropy};
 use crate::parts::{LossOutput, LossParts};
 use crate::pseudo::{row_normalise, with_pseudo_positives, PseudoRule};
@@ -111,26 +111,10 @@ impl MedProbClipConfig {
             ("pseudo_positives.alpha", self.pseudo_positives.alpha),
         ];
         for (field, v) in weights {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(LossError::Config {
-                    field,
-                    value: v.to_string(),
-                    reason: "must be finite and ≥ 0",
-                });
-            }
+            non_negative(field, v)?;
         }
-        for (field, v) in [
-            ("init_scale", self.init_scale),
-            ("init_shift", self.init_shift),
-        ] {
-            if !v.is_finite() {
-                return Err(LossError::Config {
-                    field,
-                    value: v.to_string(),
-                    reason: "must be finite",
-                });
-            }
-        }
+        finite("init_scale", self.init_scale)?;
+        finite("init_shift", self.init_shift)?;
         if let PseudoRule::TopK { k: 0 } = self.pseudo_positives.rule {
             return Err(LossError::Config {
                 field: "pseudo_positives.rule.k",

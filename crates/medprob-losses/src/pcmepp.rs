@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use medprob_core::{tensor, Distance, GaussianTensor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{LossError, Result};
+use crate::error::{finite, non_negative, LossError, Result};
 use crate::ops::{bce_with_logits, check_rows_have_positive, scalar};
 use crate::parts::{LossOutput, LossParts};
 use crate::pseudo::{with_pseudo_positives, PseudoRule};
@@ -50,31 +50,11 @@ impl Default for PcmeppConfig {
 impl PcmeppConfig {
     /// Rejects negative or non-finite weights, naming the field.
     pub fn validate(&self) -> Result<()> {
-        for (field, v) in [
-            ("vib_beta", self.vib_beta),
-            ("smoothness_alpha", self.smoothness_alpha),
-            ("vib_guard", self.vib_guard),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(LossError::Config {
-                    field,
-                    value: v.to_string(),
-                    reason: "must be finite and ≥ 0",
-                });
-            }
-        }
-        for (field, v) in [
-            ("init_scale", self.init_scale),
-            ("init_shift", self.init_shift),
-        ] {
-            if !v.is_finite() {
-                return Err(LossError::Config {
-                    field,
-                    value: v.to_string(),
-                    reason: "must be finite",
-                });
-            }
-        }
+        non_negative("vib_beta", self.vib_beta)?;
+        non_negative("smoothness_alpha", self.smoothness_alpha)?;
+        non_negative("vib_guard", self.vib_guard)?;
+        finite("init_scale", self.init_scale)?;
+        finite("init_shift", self.init_shift)?;
         Ok(())
     }
 }

@@ -345,6 +345,95 @@ fn paint(px: &mut [f32], n: usize, f: impl Fn(f32, f32, f32) -> Option<f32>) {
     }
 }
 
+/// Render the lateral view of `state` (patient facing the image's left): one lung field
+/// over the other, the heart anterior and low, the spine posterior, the diaphragm below.
+/// Effusions fill the posterior costophrenic sulcus; devices and dense opacities project.
+pub fn render_lateral<R: Rng + ?Sized>(
+    state: &StudyState,
+    options: &RenderOptions,
+    rng: &mut R,
+) -> GreyImage {
+    let n = options.size as usize;
+    let body = state.body_scale;
+    let heart_scale = 1.0
+        + state
+            .get(Finding::Cardiomegaly)
+            .map_or(0.0, |p| 0.35 * strength(p) + 0.05);
+    let seed: u32 = rng.random();
+    let effusion = state.get(Finding::PleuralEffusion).map(strength);
+    let dome = |x: f32| 0.66 + 0.08 * ((x - 0.5) / 0.3).powi(2);
+    let mut px = vec![0.0f32; n * n];
+    for row in 0..n {
+        let y = (row as f32 + 0.5) / n as f32;
+        for col in 0..n {
+            let x = (col as f32 + 0.5) / n as f32;
+            let (tx, ty) = ((x - 0.5) / (0.36 * body), (y - 0.55) / 0.52);
+            let torso = tx * tx + ty * ty <= 1.0;
+            let mut v = if torso { 0.48 } else { 0.06 };
+            let (lx, ly) = ((x - 0.5) / (0.27 * body), (y - 0.44) / 0.3);
+            let lung = lx * lx + ly * ly <= 1.0 && y < dome(x);
+            if lung {
+                v = 0.2 + 0.05 * value_noise(x * 40.0, y * 40.0, seed);
+                // Posterior sulcus (image right, low): fluid blunts it.
+                if let Some(s) = effusion {
+                    let depth = 0.04 + 0.1 * s;
+                    let posterior = ((x - 0.5) / (0.27 * body)).clamp(0.0, 1.0);
+                    if y > dome(x) - depth * (0.3 + posterior) {
+                        v = 0.62 * s + 0.2 * (1.0 - s);
+                    }
+                }
+            } else if torso && y > 0.6 {
+                v = 0.58;
+            }
+            // Spine (posterior), sternum (anterior).
+            if torso && (x - (0.5 + 0.3 * body)).abs() < 0.04 && y > 0.12 {
+                v = v.max(0.68);
+            }
+            if torso && (x - (0.5 - 0.32 * body)).abs() < 0.012 && y > 0.2 && y < 0.6 {
+                v = v.max(0.62);
+            }
+            // Heart: anterior and low.
+            let (hx, hy) = (
+                (x - (0.42 - 0.03 * heart_scale)) / (0.14 * body * heart_scale),
+                (y - 0.55) / 0.13,
+            );
+            if hx * hx + hy * hy <= 1.0 {
+                v = v.max(0.66);
+            }
+            px[row * n + col] = v;
+        }
+    }
+    for p in &state.findings {
+        let s = strength(p);
+        match p.finding {
+            Finding::Consolidation
+            | Finding::Pneumonia
+            | Finding::LungOpacity
+            | Finding::LungLesion => {
+                let (cy, r) = (
+                    zone_y(p.zone),
+                    if p.finding == Finding::LungLesion {
+                        0.02
+                    } else {
+                        0.07
+                    },
+                );
+                paint(&mut px, n, |x, y, cur| {
+                    let g = gauss(x - 0.55, y - cy, r) * 0.3 * s;
+                    (g > 0.005).then_some(cur + g)
+                });
+            }
+            Finding::SupportDevices => {
+                paint(&mut px, n, |x, y, _| {
+                    (segment_distance(x, y, (0.45, 0.0), (0.43, 0.3)) < 0.004).then_some(0.95)
+                });
+            }
+            _ => {}
+        }
+    }
+    finish(px, n, state, options, rng)
+}
+
 /// Patient rotation, exposure and noise; clamp to `[0, 1]`.
 fn finish<R: Rng + ?Sized>(
     px: Vec<f32>,
@@ -503,6 +592,69 @@ mod tests {
         let very_bright = devices.pixels.iter().filter(|&&p| p > 0.9).count();
         assert!(very_bright > 100, "{very_bright}");
         assert_eq!(normal.pixels.iter().filter(|&&p| p > 0.9).count(), 0);
+    }
+
+    /// Every finding changes the frontal image, and a lateralised one on its own side: the
+    /// patient's left is the image's right half.
+    #[test]
+    fn every_finding_changes_the_image_on_its_side() {
+        let normal = render(&normal_state());
+        let n = normal.width as usize;
+        for f in Finding::ALL {
+            let sides: &[Option<Side>] = if f.lateralised() {
+                &[Some(Side::Left), Some(Side::Right)]
+            } else {
+                &[None]
+            };
+            for &side in sides {
+                let img = render(&with(f, side, Severity::Severe));
+                let (mut left_half, mut right_half) = (0.0f32, 0.0f32);
+                for (i, (a, b)) in normal.pixels.iter().zip(&img.pixels).enumerate() {
+                    let d = (a - b).abs();
+                    if i % n < n / 2 {
+                        left_half += d;
+                    } else {
+                        right_half += d;
+                    }
+                }
+                assert!(
+                    left_half + right_half > 0.5,
+                    "{f:?} {side:?} changes nothing"
+                );
+                match side {
+                    Some(Side::Left) => assert!(
+                        right_half > 3.0 * left_half,
+                        "{f:?} left: {left_half} | {right_half}"
+                    ),
+                    Some(Side::Right) => assert!(
+                        left_half > 3.0 * right_half,
+                        "{f:?} right: {left_half} | {right_half}"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lateral_view_shows_effusion_and_heart_size() {
+        let mean = |img: &GreyImage| img.pixels.iter().sum::<f32>() / img.pixels.len() as f32;
+        let opts = RenderOptions {
+            size: 128,
+            noise: 0.0,
+            vary_pose: false,
+        };
+        let r =
+            |s: &StudyState| render_lateral(s, &opts, &mut rand::rngs::StdRng::seed_from_u64(1));
+        let normal = r(&normal_state());
+        let effusion = r(&with(
+            Finding::PleuralEffusion,
+            Some(Side::Left),
+            Severity::Severe,
+        ));
+        let heart = r(&with(Finding::Cardiomegaly, None, Severity::Severe));
+        assert!(mean(&effusion) > mean(&normal) + 0.002);
+        assert!(mean(&heart) > mean(&normal) + 0.002);
     }
 
     #[test]

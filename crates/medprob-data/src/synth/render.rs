@@ -172,72 +172,66 @@ pub fn render_frontal<R: Rng + ?Sized>(
                 .collect()
         })
         .unwrap_or_default();
-    let mut px = vec![0.0f32; n * n];
-    for row in 0..n {
-        let y = (row as f32 + 0.5) / n as f32;
-        for col in 0..n {
-            let x = (col as f32 + 0.5) / n as f32;
-            // Torso: soft tissue inside an ellipse, air outside.
-            let (tx, ty) = ((x - 0.5) / (0.40 * body), (y - 0.55) / 0.52);
-            let torso = tx * tx + ty * ty <= 1.0;
-            let mut v = if torso { 0.46 } else { 0.06 };
-            let mut lung_here: Option<&Lung> = None;
-            for l in &lungs {
-                if l.inside(x, y) {
-                    lung_here = Some(l);
+    let mut px = canvas(n, |x, y| {
+        // Torso: soft tissue inside an ellipse, air outside.
+        let (tx, ty) = ((x - 0.5) / (0.40 * body), (y - 0.55) / 0.52);
+        let torso = tx * tx + ty * ty <= 1.0;
+        let mut v = if torso { 0.46 } else { 0.06 };
+        let mut lung_here: Option<&Lung> = None;
+        for l in &lungs {
+            if l.inside(x, y) {
+                lung_here = Some(l);
+            }
+        }
+        if let Some(l) = lung_here {
+            // Aerated lung, with faint branching markings.
+            let mut markings = 0.05 * value_noise(x * 40.0, y * 40.0, seed)
+                + 0.03 * value_noise(x * 90.0, y * 90.0, seed ^ 7);
+            if let Some((_, width)) = pneumo.iter().find(|(pl, _)| pl.cx == l.cx) {
+                // Lateral to the pleural line: no markings, darker.
+                let edge = l.cx + l.sign * l.hw * (1.0 - width);
+                let lateral = (x - edge) * l.sign > 0.0 && y < LUNG_CY + 0.1;
+                if lateral {
+                    markings = -0.05;
                 }
             }
-            if let Some(l) = lung_here {
-                // Aerated lung, with faint branching markings.
-                let mut markings = 0.05 * value_noise(x * 40.0, y * 40.0, seed)
-                    + 0.03 * value_noise(x * 90.0, y * 90.0, seed ^ 7);
-                if let Some((_, width)) = pneumo.iter().find(|(pl, _)| pl.cx == l.cx) {
-                    // Lateral to the pleural line: no markings, darker.
-                    let edge = l.cx + l.sign * l.hw * (1.0 - width);
-                    let lateral = (x - edge) * l.sign > 0.0 && y < LUNG_CY + 0.1;
-                    if lateral {
-                        markings = -0.05;
-                    }
+            v = 0.16 + markings;
+        } else if torso && y > 0.62 {
+            // Below the domes: abdomen.
+            v = 0.58;
+        }
+        // Spine and mediastinum.
+        if (x - 0.5).abs() < 0.035 && y > 0.1 {
+            v = v.max(0.55);
+        }
+        if (x - 0.5).abs() < media_hw && y > 0.1 && y < 0.48 {
+            v = v.max(0.66);
+        }
+        // Heart.
+        let (hx, hy) = ((x - heart_cx) / heart_hw, (y - heart_cy) / heart_hh);
+        if hx * hx + hy * hy <= 1.0 {
+            v = v.max(0.72);
+        }
+        // Ribs: arcs across each lung, brighter where over lung.
+        if torso && y < 0.68 {
+            for (side, l) in [(Side::Right, lungs[0]), (Side::Left, lungs[1])] {
+                let t = (x - l.cx) / (l.hw * 1.3);
+                if t.abs() > 1.0 {
+                    continue;
                 }
-                v = 0.16 + markings;
-            } else if torso && y > 0.62 {
-                // Below the domes: abdomen.
-                v = 0.58;
-            }
-            // Spine and mediastinum.
-            if (x - 0.5).abs() < 0.035 && y > 0.1 {
-                v = v.max(0.55);
-            }
-            if (x - 0.5).abs() < media_hw && y > 0.1 && y < 0.48 {
-                v = v.max(0.66);
-            }
-            // Heart.
-            let (hx, hy) = ((x - heart_cx) / heart_hw, (y - heart_cy) / heart_hh);
-            if hx * hx + hy * hy <= 1.0 {
-                v = v.max(0.72);
-            }
-            // Ribs: arcs across each lung, brighter where over lung.
-            if torso && y < 0.68 {
-                for (side, l) in [(Side::Right, lungs[0]), (Side::Left, lungs[1])] {
-                    let t = (x - l.cx) / (l.hw * 1.3);
-                    if t.abs() > 1.0 {
-                        continue;
-                    }
-                    for k in 0..8 {
-                        let ry = 0.17 + 0.06 * k as f32 + 0.05 * t * t - 0.02 * t * l.sign;
-                        if (y - ry).abs() < 0.006 {
-                            let broken =
-                                fracture == Some((side, k)) && (t * l.sign - 0.6).abs() < 0.06;
-                            if !broken {
-                                v += 0.10;
-                            }
+                for k in 0..8 {
+                    let ry = 0.17 + 0.06 * k as f32 + 0.05 * t * t - 0.02 * t * l.sign;
+                    if (y - ry).abs() < 0.006 {
+                        let broken = fracture == Some((side, k)) && (t * l.sign - 0.6).abs() < 0.06;
+                        if !broken {
+                            v += 0.10;
                         }
                     }
                 }
             }
-            px[row * n + col] = v;
         }
-    }
+        v
+    });
     // Findings drawn on top, each limited to where it lives.
     for p in &state.findings {
         let s = strength(p);
@@ -331,6 +325,18 @@ pub fn render_frontal<R: Rng + ?Sized>(
     finish(px, n, state, options, rng)
 }
 
+/// An `n × n` image whose pixel at normalised `(x, y)` (pixel centres) is `f(x, y)`.
+fn canvas(n: usize, f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    let mut px = Vec::with_capacity(n * n);
+    for row in 0..n {
+        let y = (row as f32 + 0.5) / n as f32;
+        for col in 0..n {
+            px.push(f((col as f32 + 0.5) / n as f32, y));
+        }
+    }
+    px
+}
+
 /// Replace every pixel where `f(x, y, current value)` gives a new value.
 fn paint(px: &mut [f32], n: usize, f: impl Fn(f32, f32, f32) -> Option<f32>) {
     for row in 0..n {
@@ -362,47 +368,42 @@ pub fn render_lateral<R: Rng + ?Sized>(
     let seed: u32 = rng.random();
     let effusion = state.get(Finding::PleuralEffusion).map(strength);
     let dome = |x: f32| 0.66 + 0.08 * ((x - 0.5) / 0.3).powi(2);
-    let mut px = vec![0.0f32; n * n];
-    for row in 0..n {
-        let y = (row as f32 + 0.5) / n as f32;
-        for col in 0..n {
-            let x = (col as f32 + 0.5) / n as f32;
-            let (tx, ty) = ((x - 0.5) / (0.36 * body), (y - 0.55) / 0.52);
-            let torso = tx * tx + ty * ty <= 1.0;
-            let mut v = if torso { 0.48 } else { 0.06 };
-            let (lx, ly) = ((x - 0.5) / (0.27 * body), (y - 0.44) / 0.3);
-            let lung = lx * lx + ly * ly <= 1.0 && y < dome(x);
-            if lung {
-                v = 0.2 + 0.05 * value_noise(x * 40.0, y * 40.0, seed);
-                // Posterior sulcus (image right, low): fluid blunts it.
-                if let Some(s) = effusion {
-                    let depth = 0.04 + 0.1 * s;
-                    let posterior = ((x - 0.5) / (0.27 * body)).clamp(0.0, 1.0);
-                    if y > dome(x) - depth * (0.3 + posterior) {
-                        v = 0.62 * s + 0.2 * (1.0 - s);
-                    }
+    let mut px = canvas(n, |x, y| {
+        let (tx, ty) = ((x - 0.5) / (0.36 * body), (y - 0.55) / 0.52);
+        let torso = tx * tx + ty * ty <= 1.0;
+        let mut v = if torso { 0.48 } else { 0.06 };
+        let (lx, ly) = ((x - 0.5) / (0.27 * body), (y - 0.44) / 0.3);
+        let lung = lx * lx + ly * ly <= 1.0 && y < dome(x);
+        if lung {
+            v = 0.2 + 0.05 * value_noise(x * 40.0, y * 40.0, seed);
+            // Posterior sulcus (image right, low): fluid blunts it.
+            if let Some(s) = effusion {
+                let depth = 0.04 + 0.1 * s;
+                let posterior = ((x - 0.5) / (0.27 * body)).clamp(0.0, 1.0);
+                if y > dome(x) - depth * (0.3 + posterior) {
+                    v = 0.62 * s + 0.2 * (1.0 - s);
                 }
-            } else if torso && y > 0.6 {
-                v = 0.58;
             }
-            // Spine (posterior), sternum (anterior).
-            if torso && (x - (0.5 + 0.3 * body)).abs() < 0.04 && y > 0.12 {
-                v = v.max(0.68);
-            }
-            if torso && (x - (0.5 - 0.32 * body)).abs() < 0.012 && y > 0.2 && y < 0.6 {
-                v = v.max(0.62);
-            }
-            // Heart: anterior and low.
-            let (hx, hy) = (
-                (x - (0.42 - 0.03 * heart_scale)) / (0.14 * body * heart_scale),
-                (y - 0.55) / 0.13,
-            );
-            if hx * hx + hy * hy <= 1.0 {
-                v = v.max(0.66);
-            }
-            px[row * n + col] = v;
+        } else if torso && y > 0.6 {
+            v = 0.58;
         }
-    }
+        // Spine (posterior), sternum (anterior).
+        if torso && (x - (0.5 + 0.3 * body)).abs() < 0.04 && y > 0.12 {
+            v = v.max(0.68);
+        }
+        if torso && (x - (0.5 - 0.32 * body)).abs() < 0.012 && y > 0.2 && y < 0.6 {
+            v = v.max(0.62);
+        }
+        // Heart: anterior and low.
+        let (hx, hy) = (
+            (x - (0.42 - 0.03 * heart_scale)) / (0.14 * body * heart_scale),
+            (y - 0.55) / 0.13,
+        );
+        if hx * hx + hy * hy <= 1.0 {
+            v = v.max(0.66);
+        }
+        v
+    });
     for p in &state.findings {
         let s = strength(p);
         match p.finding {

@@ -33,6 +33,20 @@ impl SeededVarMap {
         &self.map
     }
 
+    /// Every variable with its name, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = self
+            .map
+            .data()
+            .lock()
+            .expect("var map lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// A builder that creates trainable variables in this map.
     pub fn builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())

@@ -237,17 +237,7 @@ impl MedProbModel {
 
     /// Every variable, by name.
     pub fn all_vars(&self) -> Vec<(String, Var)> {
-        let mut v: Vec<(String, Var)> = self
-            .vars
-            .var_map()
-            .data()
-            .lock()
-            .expect("var map lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        self.vars.named_vars()
     }
 
     /// Overwrite the variables under `prefix` (e.g. `text`) with a pretrained checkpoint whose

@@ -37,15 +37,7 @@ fn tiny_bert_every_variable_gets_a_correct_gradient() {
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         ((cls + mean)? * &w)?.sum_all()
     };
-    let mut named: Vec<_> = vars
-        .var_map()
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = vars.named_vars();
     assert_eq!(
         named.len(),
         5 + 2 * 16,
@@ -161,15 +153,7 @@ fn tiny_vit_and_both_heads_every_variable_gets_a_correct_gradient() {
         let d = det.forward(&f).map_err(msg)?;
         (((g.mean + g.log_var)? + d)? * &w)?.sum_all()
     };
-    let mut named: Vec<_> = vars
-        .var_map()
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = vars.named_vars();
     // patch (2) + cls + pos + 12 per block × 2 + final norm (2) + heads (2 + 2).
     assert_eq!(named.len(), 2 + 2 + 24 + 2 + 4);
     let report = check_gradients(&named, loss, 3, 1e-6, 1e-5).unwrap_or_else(|e| panic!("{e}"));
@@ -257,16 +241,11 @@ fn tiny_resnet_every_parameter_gets_a_correct_gradient() {
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         (f * &w)?.sum_all()
     };
-    let mut named: Vec<_> = vars
-        .var_map()
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
+    let named: Vec<_> = vars
+        .named_vars()
+        .into_iter()
         .filter(|(k, _)| !is_buffer(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
     // Stem conv + bn (1 + 2); per block 3 convs + 3 bns (3 + 6) and a downsample (1 + 2).
     assert_eq!(named.len(), 3 + 4 * 12);
     let report = check_gradients(&named, loss, 2, 1e-6, 1e-4).unwrap_or_else(|e| panic!("{e}"));

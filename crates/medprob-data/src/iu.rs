@@ -179,55 +179,25 @@ fn numeric_id(id: &str) -> u64 {
 /// `image`) and a view column (`projection` or `view`); `Frontal` becomes `PA` only when
 /// the CSV says nothing finer. Returns how many images got a view.
 pub fn apply_projections(studies: &mut [StudyRecord], csv_path: &Path) -> Result<usize> {
-    let mut rdr = csv::Reader::from_path(csv_path).map_err(|e| DataError::Csv {
-        path: csv_path.to_path_buf(),
-        line: 0,
-        column: String::new(),
-        reason: e.to_string(),
-    })?;
-    let headers = rdr
-        .headers()
-        .map_err(|e| DataError::Csv {
-            path: csv_path.to_path_buf(),
-            line: 1,
-            column: String::new(),
-            reason: e.to_string(),
-        })?
-        .clone();
-    let find = |names: &[&str]| {
-        headers
-            .iter()
-            .position(|h| names.contains(&h.trim().to_ascii_lowercase().as_str()))
-    };
-    let missing = |column: &str| DataError::MissingColumn {
-        path: csv_path.to_path_buf(),
-        column: column.into(),
-        found: headers.iter().collect::<Vec<_>>().join(","),
-    };
-    let c_file = find(&["filename", "image", "uid_filename"]).ok_or_else(|| missing("filename"))?;
-    let c_view = find(&["projection", "view"]).ok_or_else(|| missing("projection"))?;
+    let table = crate::table::Table::open(csv_path)?;
+    let c_file = table.any_column(&["filename", "image", "uid_filename"])?;
+    let c_view = table.any_column(&["projection", "view"])?;
     let mut views: HashMap<String, String> = HashMap::new();
-    for row in rdr.records() {
-        let row = row.map_err(|e| DataError::Csv {
-            path: csv_path.to_path_buf(),
-            line: e.position().map(|p| p.line()).unwrap_or(0),
-            column: String::new(),
-            reason: e.to_string(),
-        })?;
-        let file = row.get(c_file).unwrap_or("");
-        let stem = Path::new(file)
+    table.for_each(|row| {
+        let stem = Path::new(row.get(c_file))
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         // "1_IM-0001-4001.dcm.png" → "…-4001"; keep the part before the first dot.
         let stem = stem.split('.').next().unwrap_or("").to_string();
-        let view = match row.get(c_view).unwrap_or("").trim() {
+        let view = match row.get(c_view) {
             "Frontal" | "frontal" => "PA".to_string(),
             "Lateral" | "lateral" => "LATERAL".to_string(),
             other => other.to_string(),
         };
         views.insert(stem, view);
-    }
+        Ok(())
+    })?;
     let mut n = 0;
     for s in studies.iter_mut() {
         for (path, view) in s.image_paths.iter().zip(s.view_names.iter_mut()) {

@@ -49,6 +49,19 @@ impl Table {
             })
     }
 
+    /// Index of the first of several accepted names (case-insensitive); the error names the
+    /// first.
+    pub fn any_column(&self, names: &[&str]) -> Result<usize> {
+        self.headers
+            .iter()
+            .position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
+            .ok_or_else(|| DataError::MissingColumn {
+                path: self.path.clone(),
+                column: names[0].into(),
+                found: self.headers.iter().collect::<Vec<_>>().join(","),
+            })
+    }
+
     /// Index of an optional column.
     pub fn optional_column(&self, name: &str) -> Option<usize> {
         self.headers.iter().position(|h| h.trim() == name)

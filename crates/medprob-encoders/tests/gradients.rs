@@ -89,27 +89,15 @@ fn padding_does_not_change_the_pooled_outputs() {
     // Dropout runs in training mode and changes the output; not in evaluation mode.
     let ids = Tensor::new(&[[2u32, 7, 3]], &dev).unwrap();
     let m = Tensor::new(&[[1u32, 1, 1]], &dev).unwrap();
-    let t1 = enc
-        .forward(&ids, &m, true)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let e1 = enc
-        .forward(&ids, &m, false)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let e2 = enc
-        .forward(&ids, &m, false)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let run = |train: bool| {
+        enc.forward(&ids, &m, train)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (t1, e1, e2) = (run(true), run(false), run(false));
     assert_ne!(t1, e1);
     assert_eq!(e1, e2);
 }

@@ -41,6 +41,7 @@
 pub mod distance;
 pub mod embedding;
 pub mod error;
+pub mod fs;
 pub mod kernels;
 pub mod match_prob;
 pub mod mc;

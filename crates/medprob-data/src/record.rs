@@ -356,6 +356,8 @@ pub fn write_studies_to<W: Write>(writer: W, studies: &[StudyRecord]) -> std::io
 }
 
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename.
+/// (The same routine as `medprob_core::fs::write_atomic`, kept here because the data crate
+/// depends on none of ours.)
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()

@@ -88,7 +88,8 @@ impl BertConfig {
             path: path.to_path_buf(),
             reason: format!("not a BERT config: {e}"),
         })?;
-        if c.hidden_size % c.num_attention_heads.max(1) != 0 || c.num_attention_heads == 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads.max(1)) || c.num_attention_heads == 0
+        {
             return Err(EncoderError::Config {
                 path: path.to_path_buf(),
                 reason: format!(

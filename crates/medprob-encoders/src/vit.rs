@@ -80,13 +80,13 @@ impl VitConfig {
             what: "VitConfig",
             detail,
         };
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(bad(format!(
                 "image_size {} is not a multiple of patch_size {}",
                 self.image_size, self.patch_size
             )));
         }
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return Err(bad(format!(
                 "dim {} is not a multiple of heads {}",
                 self.dim, self.heads

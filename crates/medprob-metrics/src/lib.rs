@@ -1,4 +1,42 @@
-//! # medprob-metrics: reliability and retrieval measures
+//! # medprob-metrics: how well, and how reliably, a model retrieves
 //!
-//! Recall@K and RSUM, PMRP, zero-shot AUROC, calibration (ECE, Brier, NLL), risk–coverage
-//! (AURC, E-AURC), selective retrieval with guarantees, robustness. (Being written.)
+//! One metric per module, each a small function of plain numbers, tested on its own:
+//!
+//! | module | measures |
+//! |---|---|
+//! | [`ranking`] | exact rank of each query's match, streamed over any gallery size |
+//! | [`retrieval`] | Recall@K both ways, the 8- and 6-value RSUM, mean/median rank |
+//! | [`label_retrieval`] | PMRP (ζ = 0, 1, 2) and mAP@R from label vectors |
+//! | [`zero_shot`] | prompt-based classification of 13 findings: AUROC, accuracy |
+//! | [`auroc`] | area under the ROC curve |
+//! | [`calibration`] | ECE (equal width, equal mass), Brier, NLL, reliability diagram |
+//! | [`confidence`] | the three confidence functions of a retrieval answer |
+//! | [`risk_coverage`] | risk–coverage curves, AURC, E-AURC, selective tables |
+//! | [`selective`] | thresholds with a guarantee: conformal risk control, SGR |
+//! | [`posthoc`] | Platt and temperature scaling on validation data |
+//! | [`corruption`] | seven image corruptions at five severities |
+//! | [`evaluate`] | all retrieval-side metrics of one method from its embeddings |
+//!
+//! [`report`] gathers them into one serialisable [`EvaluationReport`] (JSON and Markdown)
+//! and [`plot`] draws its figures (PNG or SVG). Formulas and data rules: SPEC §6–8.
+
+pub mod auroc;
+pub mod calibration;
+pub mod confidence;
+pub mod corruption;
+pub mod error;
+pub mod evaluate;
+pub mod label_retrieval;
+mod nan_null;
+pub mod plot;
+pub mod posthoc;
+pub mod ranking;
+pub mod report;
+pub mod retrieval;
+pub mod risk_coverage;
+pub mod selective;
+pub mod zero_shot;
+
+pub use confidence::ConfidenceKind;
+pub use error::{MetricsError, Result};
+pub use report::{EvaluationReport, MethodReport};

@@ -1,0 +1,622 @@
+//! One serialisable evaluation report: every example writes it as `metrics.json`, renders
+//! it as Markdown, and draws its plots from it. The metric definitions live in their own
+//! modules; this one only aggregates and presents.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::CalibrationReport;
+use crate::confidence::ConfidenceKind;
+use crate::corruption::Corruption;
+use crate::error::{MetricsError, Result};
+use crate::label_retrieval::LabelRetrieval;
+use crate::plot::{self, LineChart, ReliabilityBar, ReliabilityChart, Series};
+use crate::retrieval::RetrievalReport;
+use crate::selective::{Guarantee, SelectiveOutcome};
+use crate::zero_shot::ZeroShotReport;
+
+/// Retrieval direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Image query, report gallery.
+    ImageToText,
+    /// Report query, image gallery.
+    TextToImage,
+}
+
+impl Direction {
+    /// Short label: `i2t` or `t2i`.
+    pub fn short(&self) -> &'static str {
+        match self {
+            Self::ImageToText => "i2t",
+            Self::TextToImage => "t2i",
+        }
+    }
+}
+
+/// AURC and E-AURC of one (direction, confidence, K).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AurcEntry {
+    pub direction: Direction,
+    pub confidence: ConfidenceKind,
+    /// The loss is `1{best positive not within the first K}`.
+    pub k: usize,
+    #[serde(with = "crate::nan_null")]
+    pub aurc: f64,
+    #[serde(with = "crate::nan_null")]
+    pub eaurc: f64,
+    /// `(coverage, selective risk)` at 100 %, 90 %, …, 10 %.
+    pub table: Vec<(f64, f64)>,
+    /// `(coverage, selective risk)` for plotting.
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// One selective-retrieval threshold with its guarantee, fitted on calibration queries and
+/// measured on test queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectiveEntry {
+    pub direction: Direction,
+    pub confidence: ConfidenceKind,
+    pub k: usize,
+    pub guarantee: Guarantee,
+    /// The confidence threshold (`null` in JSON when nothing is answered).
+    pub threshold: Option<f64>,
+    pub calibration: SelectiveOutcome,
+    pub test: SelectiveOutcome,
+}
+
+/// Retrieval and calibration under one corruption at one severity (image→text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobustnessEntry {
+    /// `None` for the clean images.
+    pub corruption: Option<Corruption>,
+    /// 0 = clean images.
+    pub severity: u8,
+    /// The corruption's parameter at this severity (NaN when clean).
+    #[serde(with = "crate::nan_null")]
+    pub parameter: f64,
+    /// `(K, Recall@K)` image→text, percent.
+    pub recall: Vec<(usize, f64)>,
+    /// ECE of the top-1 probability.
+    #[serde(with = "crate::nan_null")]
+    pub ece: f64,
+    /// Mean `Σ σ²` of the corrupted image embeddings (NaN for deterministic models).
+    #[serde(with = "crate::nan_null")]
+    pub mean_uncertainty: f64,
+}
+
+/// Recall within bins of query uncertainty.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UncertaintyBin {
+    /// Mean `Σ σ²` of the queries in the bin.
+    #[serde(with = "crate::nan_null")]
+    pub uncertainty: f64,
+    /// Recall@K of those queries, percent.
+    #[serde(with = "crate::nan_null")]
+    pub recall: f64,
+    pub k: usize,
+    pub queries: usize,
+}
+
+/// Everything measured for one method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodReport {
+    /// "MedProbCLIP", "PCME++", "CLIP", "CXR-CLIP", ….
+    pub method: String,
+    /// How pairs are scored ("MLS", "CSD", "cosine").
+    pub score: String,
+    /// Where the match probability comes from (e.g. "post-hoc Platt on validation").
+    pub probability: String,
+    /// The match probability actually used: `σ(scale·(−d) + shift)`.
+    pub match_probability: crate::posthoc::Platt,
+    pub retrieval: RetrievalReport,
+    pub label_retrieval: Vec<LabelRetrieval>,
+    pub zero_shot: Option<ZeroShotReport>,
+    /// Calibration of "the top-1 report is the image's own" (image→text).
+    pub calibration: Option<CalibrationReport>,
+    pub risk_coverage: Vec<AurcEntry>,
+    pub selective: Vec<SelectiveEntry>,
+    pub robustness: Vec<RobustnessEntry>,
+    pub uncertainty_bins: Vec<UncertaintyBin>,
+}
+
+/// A full evaluation: several methods on one dataset split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationReport {
+    pub title: String,
+    /// Dataset and split, e.g. "SynthCXR test (750 studies)".
+    pub dataset: String,
+    /// Free-form remarks shown under the title (seed, hardware, wall time).
+    pub notes: Vec<String>,
+    pub methods: Vec<MethodReport>,
+}
+
+impl EvaluationReport {
+    /// Write as pretty JSON, atomically.
+    pub fn save_json(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| MetricsError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        medprob_core::fs::write_atomic(path, &json).map_err(|e| MetricsError::io(path, e))
+    }
+
+    /// Read a report written by [`save_json`](Self::save_json).
+    pub fn load_json(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| MetricsError::io(path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| MetricsError::Format {
+            path: path.to_path_buf(),
+            message: format!("not an evaluation report: {e}"),
+        })
+    }
+
+    /// The method called `name`.
+    pub fn method(&self, name: &str) -> Option<&MethodReport> {
+        self.methods.iter().find(|m| m.method == name)
+    }
+
+    /// The main comparison table (retrieval), as Markdown.
+    pub fn retrieval_table(&self) -> String {
+        let mut s = String::from(
+            "| method | i2t R@1 | R@5 | R@10 | R@100 | t2i R@1 | R@5 | R@10 | R@100 | RSUM | RSUM (6) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for m in &self.methods {
+            let r = &m.retrieval;
+            s += &format!("| {} ", m.method);
+            for d in [&r.image_to_text, &r.text_to_image] {
+                for (_, v) in &d.recall {
+                    s += &format!("| {v:.2} ");
+                }
+            }
+            s += &format!("| {:.2} | {:.2} |\n", r.rsum, r.rsum6);
+        }
+        s
+    }
+
+    /// Where `reference` is beaten: one line per headline figure on which another method
+    /// does better (higher recall/AUROC/PMRP, lower ECE/AURC). Empty when it wins every one.
+    pub fn where_beaten(&self, reference: &str) -> Vec<String> {
+        let Some(me) = self.method(reference) else {
+            return vec![format!("{reference} is not in this report")];
+        };
+        let mut out = Vec::new();
+        let mut check = |what: String,
+                         mine: f64,
+                         higher_better: bool,
+                         get: &dyn Fn(&MethodReport) -> Option<f64>| {
+            for other in self.methods.iter().filter(|o| o.method != reference) {
+                if let Some(theirs) = get(other) {
+                    let better = if higher_better {
+                        theirs > mine
+                    } else {
+                        theirs < mine
+                    };
+                    if better && mine.is_finite() {
+                        out.push(format!(
+                            "{}: {} {:.4} vs {reference} {:.4}",
+                            what, other.method, theirs, mine
+                        ));
+                    }
+                }
+            }
+        };
+        check("RSUM".into(), me.retrieval.rsum, true, &|o| {
+            Some(o.retrieval.rsum)
+        });
+        for (dir, get_dir) in [
+            (
+                "i2t",
+                (|r: &RetrievalReport| &r.image_to_text)
+                    as fn(&RetrievalReport) -> &crate::retrieval::DirectionReport,
+            ),
+            ("t2i", |r: &RetrievalReport| &r.text_to_image),
+        ] {
+            for &(k, v) in &get_dir(&me.retrieval).recall {
+                check(format!("{dir} R@{k}"), v, true, &|o| {
+                    get_dir(&o.retrieval).recall_at(k)
+                });
+            }
+        }
+        if let Some(z) = &me.zero_shot {
+            check("zero-shot mean AUROC".into(), z.mean_auroc, true, &|o| {
+                o.zero_shot.as_ref().map(|z| z.mean_auroc)
+            });
+        }
+        if let Some(c) = &me.calibration {
+            check("ECE (top-1, i2t)".into(), c.ece, false, &|o| {
+                o.calibration.as_ref().map(|c| c.ece)
+            });
+        }
+        for l in &me.label_retrieval {
+            let zeta = l.zeta;
+            check(format!("PMRP ζ={zeta}"), l.pmrp, true, &|o| {
+                o.label_retrieval
+                    .iter()
+                    .find(|x| x.zeta == zeta)
+                    .map(|x| x.pmrp)
+            });
+        }
+        // AURC: each method at its best confidence function, per direction and K.
+        let best_aurc = |m: &MethodReport, d: Direction, k: usize| {
+            m.risk_coverage
+                .iter()
+                .filter(|e| e.direction == d && e.k == k)
+                .map(|e| e.aurc)
+                .min_by(f64::total_cmp)
+        };
+        for d in [Direction::ImageToText, Direction::TextToImage] {
+            for k in crate::retrieval::RECALL_KS {
+                if let Some(mine) = best_aurc(me, d, k) {
+                    check(
+                        format!("AURC {} R@{k} (best confidence)", d.short()),
+                        mine,
+                        false,
+                        &|o| best_aurc(o, d, k),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The whole report as Markdown; `plots` are image paths relative to the Markdown file.
+    pub fn to_markdown(&self, reference: Option<&str>, plots: &[(String, String)]) -> String {
+        let mut s = format!("# {}\n\n{}\n\n", self.title, self.dataset);
+        for n in &self.notes {
+            s += &format!("- {n}\n");
+        }
+        s += "\n## Retrieval (Recall@K, %)\n\n";
+        s += &self.retrieval_table();
+        s += "\nMean / median rank (1 = first): ";
+        s += &self
+            .methods
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} i2t {:.1}/{:.0}, t2i {:.1}/{:.0}",
+                    m.method,
+                    m.retrieval.image_to_text.mean_rank,
+                    m.retrieval.image_to_text.median_rank,
+                    m.retrieval.text_to_image.mean_rank,
+                    m.retrieval.text_to_image.median_rank
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        s += ".\n";
+
+        if self.methods.iter().any(|m| !m.label_retrieval.is_empty()) {
+            s += "\n## Label-aware retrieval (image→text, %)\n\n| method | PMRP ζ=0 | ζ=1 | ζ=2 | mAP@R ζ=0 | ζ=1 | ζ=2 |\n|---|---:|---:|---:|---:|---:|---:|\n";
+            for m in &self.methods {
+                let pm: Vec<String> = m
+                    .label_retrieval
+                    .iter()
+                    .map(|l| format!("{:.2}", l.pmrp))
+                    .collect();
+                let ma: Vec<String> = m
+                    .label_retrieval
+                    .iter()
+                    .map(|l| format!("{:.2}", l.map_at_r))
+                    .collect();
+                s += &format!(
+                    "| {} | {} | {} |\n",
+                    m.method,
+                    pm.join(" | "),
+                    ma.join(" | ")
+                );
+            }
+        }
+
+        if self.methods.iter().any(|m| m.zero_shot.is_some()) {
+            s += "\n## Zero-shot classification (AUROC)\n\n";
+            let names: Vec<&str> = self
+                .methods
+                .iter()
+                .filter_map(|m| m.zero_shot.as_ref().map(|_| m.method.as_str()))
+                .collect();
+            s += &format!(
+                "| finding | {} |\n|---|{}\n",
+                names.join(" | "),
+                "---:|".repeat(names.len())
+            );
+            let first = self
+                .methods
+                .iter()
+                .find_map(|m| m.zero_shot.as_ref())
+                .expect("checked");
+            for (c, class) in first.classes.iter().enumerate() {
+                s += &format!(
+                    "| {} (+{}/−{}) ",
+                    class.finding, class.positives, class.negatives
+                );
+                for m in self.methods.iter().filter_map(|m| m.zero_shot.as_ref()) {
+                    s += &match m.classes.get(c).and_then(|x| x.auroc) {
+                        Some(a) => format!("| {a:.3} "),
+                        None => "| – ".into(),
+                    };
+                }
+                s += "|\n";
+            }
+            s += "| **mean AUROC** ";
+            for m in self.methods.iter().filter_map(|m| m.zero_shot.as_ref()) {
+                s += &format!("| **{:.3}** ", m.mean_auroc);
+            }
+            s += "|\n| mean accuracy at 0.5 ";
+            for m in self.methods.iter().filter_map(|m| m.zero_shot.as_ref()) {
+                s += &format!("| {:.3} ", m.mean_accuracy);
+            }
+            s += "|\n";
+        }
+
+        s += "\n## Calibration of the top-1 match probability (image→text)\n\n| method | probability | ECE | ECE (equal mass) | Brier | NLL | mean p | top-1 accuracy |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+        for m in &self.methods {
+            if let Some(c) = &m.calibration {
+                s += &format!(
+                    "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+                    m.method,
+                    m.probability,
+                    c.ece,
+                    c.ece_equal_mass,
+                    c.brier,
+                    c.nll,
+                    c.mean_confidence,
+                    c.accuracy
+                );
+            }
+        }
+
+        s += "\n## Risk–coverage (AURC ↓ / E-AURC ↓, loss = miss at R@K)\n\n| method | direction | confidence | R@1 | R@5 | R@10 | R@100 |\n|---|---|---|---:|---:|---:|---:|\n";
+        for m in &self.methods {
+            for d in [Direction::ImageToText, Direction::TextToImage] {
+                for c in ConfidenceKind::ALL {
+                    let cells: Vec<String> = crate::retrieval::RECALL_KS
+                        .iter()
+                        .filter_map(|&k| {
+                            m.risk_coverage
+                                .iter()
+                                .find(|e| e.direction == d && e.confidence == c && e.k == k)
+                                .map(|e| format!("{:.3} / {:.3}", e.aurc, e.eaurc))
+                        })
+                        .collect();
+                    if !cells.is_empty() {
+                        s += &format!(
+                            "| {} | {} | {} | {} |\n",
+                            m.method,
+                            d.short(),
+                            c.name(),
+                            cells.join(" | ")
+                        );
+                    }
+                }
+            }
+        }
+
+        if self.methods.iter().any(|m| !m.selective.is_empty()) {
+            s += "\n## Selective retrieval with guarantees (thresholds fitted on the calibration split, measured on test)\n\n| method | direction | K | confidence | guarantee | test coverage | test selective risk | test joint risk |\n|---|---|---:|---|---|---:|---:|---:|\n";
+            for m in &self.methods {
+                for e in &m.selective {
+                    s += &format!(
+                        "| {} | {} | {} | {} | {} | {:.3} | {} | {:.3} |\n",
+                        m.method,
+                        e.direction.short(),
+                        e.k,
+                        e.confidence.name(),
+                        e.guarantee.describe(),
+                        e.test.coverage,
+                        e.test
+                            .selective_risk
+                            .map_or("–".into(), |r| format!("{r:.3}")),
+                        e.test.joint_risk
+                    );
+                }
+            }
+        }
+
+        if self.methods.iter().any(|m| !m.robustness.is_empty()) {
+            s += "\n## Robustness to image corruptions (image→text R@10 %, ECE, mean Σσ²)\n\n| method | corruption | severity | parameter | R@1 | R@10 | ECE | mean Σσ² |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+            for m in &self.methods {
+                for e in &m.robustness {
+                    let r = |k: usize| {
+                        e.recall
+                            .iter()
+                            .find(|(kk, _)| *kk == k)
+                            .map_or(f64::NAN, |x| x.1)
+                    };
+                    s += &format!(
+                        "| {} | {} | {} | {} | {:.2} | {:.2} | {:.4} | {:.3} |\n",
+                        m.method,
+                        e.corruption.map_or("none", |c| c.name()),
+                        e.severity,
+                        if e.parameter.is_nan() {
+                            "–".into()
+                        } else {
+                            format!("{}", e.parameter)
+                        },
+                        r(1),
+                        r(10),
+                        e.ece,
+                        e.mean_uncertainty
+                    );
+                }
+            }
+        }
+
+        if let Some(reference) = reference {
+            let beaten = self.where_beaten(reference);
+            s += &format!("\n## Where {reference} does not come first\n\n");
+            if beaten.is_empty() {
+                s += &format!("{reference} is best on every headline figure above.\n");
+            } else {
+                for b in beaten {
+                    s += &format!("- {b}\n");
+                }
+            }
+        }
+
+        if !plots.is_empty() {
+            s += "\n## Plots\n\n";
+            for (caption, file) in plots {
+                s += &format!("![{caption}]({file})\n\n");
+            }
+        }
+        s
+    }
+
+    /// Draw the report's plots into `dir` as `<name>.<ext>` (ext = "png" or "svg");
+    /// returns `(caption, file name)` for each plot written.
+    pub fn write_plots(&self, dir: &Path, ext: &str) -> Result<Vec<(String, String)>> {
+        let mut written = Vec::new();
+        let mut emit = |caption: &str, stem: &str| -> PathBuf {
+            let file = format!("{stem}.{ext}");
+            written.push((caption.to_string(), file.clone()));
+            dir.join(file)
+        };
+
+        // Reliability diagrams, one panel per method.
+        let charts: Vec<ReliabilityChart> = self
+            .methods
+            .iter()
+            .filter_map(|m| {
+                m.calibration.as_ref().map(|c| ReliabilityChart {
+                    title: m.method.clone(),
+                    bars: c
+                        .diagram
+                        .iter()
+                        .map(|b| ReliabilityBar {
+                            lower: b.lower,
+                            upper: b.upper,
+                            confidence: b.confidence,
+                            accuracy: b.accuracy,
+                            count: b.count,
+                        })
+                        .collect(),
+                    ece: c.ece,
+                })
+            })
+            .collect();
+        if !charts.is_empty() {
+            let path = emit("Reliability of the top-1 match probability", "reliability");
+            plot::reliability_diagram(
+                &path,
+                "Reliability of the top-1 match probability (image→text)",
+                &charts,
+            )?;
+        }
+
+        // Risk–coverage at R@1 and R@10, each method at its best confidence function.
+        for k in [1usize, 10] {
+            let series: Vec<Series> = self
+                .methods
+                .iter()
+                .filter_map(|m| {
+                    m.risk_coverage
+                        .iter()
+                        .filter(|e| e.direction == Direction::ImageToText && e.k == k)
+                        .min_by(|a, b| a.aurc.total_cmp(&b.aurc))
+                        .map(|e| Series {
+                            name: format!(
+                                "{} ({}, AURC {:.3})",
+                                m.method,
+                                e.confidence.name(),
+                                e.aurc
+                            ),
+                            points: e.curve.clone(),
+                        })
+                })
+                .collect();
+            if !series.is_empty() {
+                let path = emit(
+                    &format!("Risk–coverage, image→text R@{k}"),
+                    &format!("risk_coverage_r{k}"),
+                );
+                plot::line_chart(
+                    &path,
+                    &LineChart {
+                        title: format!("Risk–coverage, image→text (loss = miss at R@{k})"),
+                        x_label: "coverage (share of queries answered)".into(),
+                        y_label: "selective risk".into(),
+                        x_range: Some((0.0, 1.0)),
+                        y_range: Some((0.0, 1.0)),
+                        series,
+                        diagonal: false,
+                    },
+                )?;
+            }
+        }
+
+        // Recall against query uncertainty.
+        let series: Vec<Series> = self
+            .methods
+            .iter()
+            .filter(|m| !m.uncertainty_bins.is_empty())
+            .map(|m| Series {
+                name: format!("{} (R@{})", m.method, m.uncertainty_bins[0].k),
+                points: m
+                    .uncertainty_bins
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| ((i + 1) as f64, b.recall))
+                    .collect(),
+            })
+            .collect();
+        let bins = series.iter().map(|s| s.points.len()).max().unwrap_or(1);
+        if !series.is_empty() {
+            let path = emit("Recall by query-uncertainty bin", "uncertainty_recall");
+            plot::line_chart(
+                &path,
+                &LineChart {
+                    title: "Image→text recall by image uncertainty (bins of equal size, 1 = most certain)".into(),
+                    x_label: "uncertainty bin (Σσ², ascending)".into(),
+                    y_label: "Recall@K (%)".into(),
+                    x_range: Some((0.5, bins as f64 + 0.5)),
+                    y_range: Some((0.0, 100.0)),
+                    series,
+                    diagonal: false,
+                },
+            )?;
+        }
+
+        // Robustness: one panel per corruption, R@10 against severity, methods overlaid.
+        let mut panels = Vec::new();
+        for c in Corruption::ALL {
+            let series: Vec<Series> = self
+                .methods
+                .iter()
+                .filter(|m| m.robustness.iter().any(|e| e.corruption == Some(c)))
+                .map(|m| Series {
+                    name: m.method.clone(),
+                    points: m
+                        .robustness
+                        .iter()
+                        .filter(|e| e.corruption == Some(c) || e.corruption.is_none())
+                        .filter_map(|e| {
+                            e.recall
+                                .iter()
+                                .find(|(k, _)| *k == 10)
+                                .map(|&(_, r)| (e.severity as f64, r))
+                        })
+                        .collect(),
+                })
+                .collect();
+            if !series.is_empty() {
+                panels.push(LineChart {
+                    title: c.name().into(),
+                    x_label: "severity (0 = clean)".into(),
+                    y_label: "i2t R@10 (%)".into(),
+                    x_range: Some((0.0, 5.0)),
+                    y_range: None,
+                    series,
+                    diagonal: false,
+                });
+            }
+        }
+        if !panels.is_empty() {
+            let path = emit("Robustness to image corruptions", "robustness");
+            plot::line_chart_grid(&path, "Image→text R@10 under image corruptions", &panels, 4)?;
+        }
+        Ok(written)
+    }
+}

@@ -1,0 +1,183 @@
+//! Risk–coverage curves, AURC and E-AURC (Geifman, Uziel & El-Yaniv 2019; SPEC §7).
+//!
+//! Queries are answered in order of decreasing confidence; the selective risk at coverage
+//! `i/N` is the mean loss of the `i` most confident queries. AURC is the mean of that risk
+//! over the `N` coverage levels, and E-AURC subtracts the AURC of an oracle that answers the
+//! correct queries first. Queries with equal confidence cannot be ordered by the
+//! confidence function, so each of them carries the mean loss of its tie group — the
+//! expected curve over a random order within ties — and a constant confidence gives a flat
+//! curve rather than one that depends on input order.
+
+use crate::error::{MetricsError, Result};
+
+/// The coverages of a selective-retrieval table: 100 %, 90 %, …, 10 %.
+pub const TABLE_COVERAGES: [f64; 10] = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1];
+
+/// A risk–coverage curve: the cumulative selective risk at every coverage `i/N`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskCoverage {
+    /// `risk[i]` = mean loss of the `i + 1` most confident queries.
+    risk: Vec<f64>,
+    /// The same for the oracle ordering (lowest loss first).
+    oracle: Vec<f64>,
+}
+
+impl RiskCoverage {
+    /// The curve for per-query `confidence` (higher = more confident) and `loss` in `[0, 1]`
+    /// (e.g. `1{best positive not within the first K}`).
+    ///
+    /// ```
+    /// use medprob_metrics::risk_coverage::RiskCoverage;
+    /// // The two confident queries are right, the unsure one is wrong.
+    /// let rc = RiskCoverage::new(&[0.9, 0.8, 0.1], &[0.0, 0.0, 1.0])?;
+    /// assert!((rc.aurc() - (0.0 + 0.0 + 1.0 / 3.0) / 3.0).abs() < 1e-12);
+    /// assert!(rc.eaurc().abs() < 1e-12); // already the oracle's order
+    /// # Ok::<(), medprob_metrics::MetricsError>(())
+    /// ```
+    pub fn new(confidence: &[f64], loss: &[f64]) -> Result<Self> {
+        crate::ranking::check_len("RiskCoverage: losses", confidence.len(), loss.len())?;
+        if confidence.is_empty() {
+            return Err(MetricsError::Empty {
+                what: "RiskCoverage",
+                detail: "no queries",
+            });
+        }
+        if let Some((i, &c)) = confidence.iter().enumerate().find(|(_, c)| c.is_nan()) {
+            return Err(MetricsError::BadValue {
+                what: "RiskCoverage: confidence",
+                index: i,
+                value: c,
+                reason: "NaN cannot be ordered",
+            });
+        }
+        if let Some((i, &l)) = loss
+            .iter()
+            .enumerate()
+            .find(|(_, l)| !(0.0..=1.0).contains(*l))
+        {
+            return Err(MetricsError::BadValue {
+                what: "RiskCoverage: loss",
+                index: i,
+                value: l,
+                reason: "losses must lie in [0, 1]",
+            });
+        }
+        let mut order: Vec<usize> = (0..confidence.len()).collect();
+        order.sort_by(|&a, &b| confidence[b].total_cmp(&confidence[a]));
+        let mut ordered = Vec::with_capacity(order.len());
+        let mut start = 0;
+        while start < order.len() {
+            let c = confidence[order[start]];
+            let end = start
+                + order[start..]
+                    .iter()
+                    .take_while(|&&i| confidence[i] == c)
+                    .count();
+            let mean =
+                order[start..end].iter().map(|&i| loss[i]).sum::<f64>() / (end - start) as f64;
+            ordered.extend(std::iter::repeat_n(mean, end - start));
+            start = end;
+        }
+        let mut best = loss.to_vec();
+        best.sort_by(f64::total_cmp);
+        Ok(Self {
+            risk: cumulative_mean(&ordered),
+            oracle: cumulative_mean(&best),
+        })
+    }
+
+    /// Area under the risk–coverage curve: the mean risk over the `N` coverage levels.
+    pub fn aurc(&self) -> f64 {
+        mean(&self.risk)
+    }
+
+    /// AURC minus the oracle's AURC (0 = the confidence orders queries perfectly).
+    pub fn eaurc(&self) -> f64 {
+        self.aurc() - mean(&self.oracle)
+    }
+
+    /// The selective risk when answering the `⌈c·N⌉` most confident queries (at least one).
+    pub fn risk_at(&self, coverage: f64) -> f64 {
+        let n = self.risk.len();
+        let count = ((coverage * n as f64 - 1e-9).ceil() as usize).clamp(1, n);
+        self.risk[count - 1]
+    }
+
+    /// `(coverage, risk)` at `points` evenly spaced coverages from `1/N` to 1, for plots.
+    pub fn curve(&self, points: usize) -> Vec<(f64, f64)> {
+        let n = self.risk.len();
+        let points = points.clamp(2, n.max(2));
+        (0..points)
+            .map(|p| {
+                let count = (1 + p * (n - 1) / (points - 1)).min(n);
+                (count as f64 / n as f64, self.risk[count - 1])
+            })
+            .collect()
+    }
+
+    /// `(coverage, selective risk)` at each of [`TABLE_COVERAGES`].
+    pub fn table(&self) -> Vec<(f64, f64)> {
+        TABLE_COVERAGES
+            .iter()
+            .map(|&c| (c, self.risk_at(c)))
+            .collect()
+    }
+}
+
+fn cumulative_mean(x: &[f64]) -> Vec<f64> {
+    let mut sum = 0.0;
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            sum += v;
+            sum / (i + 1) as f64
+        })
+        .collect()
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_curve() {
+        // Order by confidence: losses 0, 1, 0, 1 → risks 0, 1/2, 1/3, 1/2.
+        let rc = RiskCoverage::new(&[0.9, 0.7, 0.8, 0.2], &[0.0, 0.0, 1.0, 1.0]).unwrap();
+        let aurc = (0.0 + 0.5 + 1.0 / 3.0 + 0.5) / 4.0;
+        assert!((rc.aurc() - aurc).abs() < 1e-12);
+        // Oracle: 0, 0, 1, 1 → 0, 0, 1/3, 1/2.
+        let oracle = (0.0 + 0.0 + 1.0 / 3.0 + 0.5) / 4.0;
+        assert!((rc.eaurc() - (aurc - oracle)).abs() < 1e-12);
+        assert_eq!(rc.risk_at(0.5), 0.5);
+        assert_eq!(rc.risk_at(1.0), 0.5);
+        assert_eq!(rc.risk_at(0.1), 0.0); // at least one query
+        assert_eq!(rc.table().len(), 10);
+        assert_eq!(
+            rc.curve(4),
+            vec![(0.25, 0.0), (0.5, 0.5), (0.75, 1.0 / 3.0), (1.0, 0.5)]
+        );
+    }
+
+    #[test]
+    fn ties_carry_their_group_mean() {
+        // A constant confidence cannot rank: the curve is flat at the overall risk.
+        let rc = RiskCoverage::new(&[0.5; 4], &[1.0, 0.0, 0.0, 0.0]).unwrap();
+        assert!((rc.aurc() - 0.25).abs() < 1e-12);
+        // Input order does not matter.
+        let rc2 = RiskCoverage::new(&[0.5; 4], &[0.0, 0.0, 0.0, 1.0]).unwrap();
+        assert_eq!(rc, rc2);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let e = RiskCoverage::new(&[0.1, f64::NAN], &[0.0, 1.0]).unwrap_err();
+        assert!(e.to_string().contains("index 1"), "{e}");
+        let e = RiskCoverage::new(&[0.1], &[2.0]).unwrap_err();
+        assert!(e.to_string().contains("[0, 1]"), "{e}");
+        assert!(RiskCoverage::new(&[], &[]).is_err());
+    }
+}

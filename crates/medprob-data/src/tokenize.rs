@@ -5,8 +5,7 @@
 
 use std::path::Path;
 
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
-use tokenizers::models::TrainerWrapper;
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
@@ -63,7 +62,15 @@ impl ReportTokenizer {
         Self::configured(inner, max_length, path)
     }
 
-    /// Train a WordPiece vocabulary of at most `vocab_size` entries on `corpus`.
+    /// Learn a WordPiece vocabulary of at most `vocab_size` entries from `corpus`.
+    ///
+    /// The vocabulary is: the special tokens, every character seen (alone and as a `##`
+    /// continuation, so any word can be spelled), then whole words by falling frequency
+    /// (at least `min_frequency` occurrences; ties in alphabetical order). Text is
+    /// normalised and split exactly as BERT does. The result depends only on the corpus:
+    /// the `tokenizers` crate's own WordPiece trainer breaks ties through hash-map order
+    /// and gives a different vocabulary on each run, which would make seeded training
+    /// irreproducible.
     pub fn train_wordpiece<I, S>(
         corpus: I,
         vocab_size: usize,
@@ -74,29 +81,49 @@ impl ReportTokenizer {
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
     {
+        use std::collections::{BTreeMap, BTreeSet};
+        use tokenizers::{
+            NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
+            PreTokenizer,
+        };
         let here = Path::new("(training corpus)");
+        let normalizer = BertNormalizer::new(true, true, None, true);
+        let splitter = BertPreTokenizer;
+        let mut words: BTreeMap<String, u64> = BTreeMap::new();
+        let mut chars: BTreeSet<char> = BTreeSet::new();
+        for text in corpus {
+            let mut pts = PreTokenizedString::from(text.as_ref());
+            pts.normalize(|n: &mut NormalizedString| normalizer.normalize(n))
+                .map_err(|e| err(here, e))?;
+            splitter.pre_tokenize(&mut pts).map_err(|e| err(here, e))?;
+            for (w, _, _) in pts.get_splits(OffsetReferential::Normalized, OffsetType::Byte) {
+                chars.extend(w.chars());
+                *words.entry(w.to_string()).or_insert(0) += 1;
+            }
+        }
+        let mut vocab: Vec<String> = SPECIAL_TOKENS.iter().map(|t| t.to_string()).collect();
+        vocab.extend(chars.iter().map(|c| c.to_string()));
+        vocab.extend(chars.iter().map(|c| format!("##{c}")));
+        let mut frequent: Vec<(&String, &u64)> = words
+            .iter()
+            .filter(|(w, &n)| n >= min_frequency && w.chars().count() > 1)
+            .collect();
+        frequent.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let room = vocab_size.saturating_sub(vocab.len());
+        vocab.extend(frequent.into_iter().take(room).map(|(w, _)| w.clone()));
+        let listing = vocab.join("\n");
         let model = WordPiece::builder()
+            .vocab(WordPiece::read_bytes(listing.as_bytes()).map_err(|e| err(here, e))?)
             .unk_token("[UNK]".into())
             .build()
             .map_err(|e| err(here, e))?;
         let mut inner = Tokenizer::new(model);
-        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
-        inner.with_pre_tokenizer(Some(BertPreTokenizer));
-        let specials = SPECIAL_TOKENS
-            .iter()
-            .map(|t| AddedToken::from(*t, true))
-            .collect();
-        let mut trainer = TrainerWrapper::WordPieceTrainer(
-            WordPieceTrainer::builder()
-                .vocab_size(vocab_size)
-                .min_frequency(min_frequency)
-                .special_tokens(specials)
-                .show_progress(false)
-                .build(),
+        inner.add_special_tokens(
+            &SPECIAL_TOKENS
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect::<Vec<_>>(),
         );
-        inner
-            .train(&mut trainer, corpus)
-            .map_err(|e| err(here, e))?;
         Self::bert_pipeline(&mut inner, true, here)?;
         Self::configured(inner, max_length, here)
     }
@@ -150,6 +177,11 @@ impl ReportTokenizer {
     }
 
     /// Id of a token, if in the vocabulary.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The id of a token, if it is in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -13,7 +13,7 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EncoderError, Result};
-use crate::ops::{softmax_last_dim, Dropout, LayerNorm};
+use crate::ops::{softmax_last_dim, Dropout, LayerNorm, StepClock};
 
 /// The fields of a Hugging Face BERT `config.json` that the encoder uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +134,7 @@ pub struct BertEncoder {
     emb_norm: LayerNorm,
     emb_dropout: Dropout,
     layers: Vec<Layer>,
+    clock: StepClock,
 }
 
 impl BertEncoder {
@@ -156,6 +157,8 @@ impl BertEncoder {
         let token_type =
             candle_nn::embedding(config.type_vocab_size, h, e.pp("token_type_embeddings"))?;
         let emb_norm = LayerNorm::new(h, eps, e.pp("LayerNorm"))?;
+        let clock = StepClock::default();
+        let dropout = |p: f64, seed: u64| Dropout::with_clock(p, seed, clock.clone());
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let l = vb.pp(format!("encoder.layer.{i}"));
@@ -174,8 +177,8 @@ impl BertEncoder {
                 )?,
                 output: candle_nn::linear(config.intermediate_size, h, l.pp("output.dense"))?,
                 out_norm: LayerNorm::new(h, eps, l.pp("output.LayerNorm"))?,
-                attn_dropout: Dropout::new(config.attention_probs_dropout_prob, seed ^ s),
-                hidden_dropout: Dropout::new(config.hidden_dropout_prob, seed ^ (s + 1)),
+                attn_dropout: dropout(config.attention_probs_dropout_prob, seed ^ s),
+                hidden_dropout: dropout(config.hidden_dropout_prob, seed ^ (s + 1)),
             });
         }
         Ok(Self {
@@ -184,9 +187,15 @@ impl BertEncoder {
             position,
             token_type,
             emb_norm,
-            emb_dropout: Dropout::new(config.hidden_dropout_prob, seed),
+            emb_dropout: dropout(config.hidden_dropout_prob, seed),
             layers,
+            clock,
         })
+    }
+
+    /// Draw dropout masks for optimisation step `step` (see [`StepClock`]).
+    pub fn set_step(&self, step: u64) {
+        self.clock.set(step);
     }
 
     /// The configuration.

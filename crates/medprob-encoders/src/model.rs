@@ -221,6 +221,15 @@ impl MedProbModel {
         })
     }
 
+    /// Draw every dropout mask for optimisation step `step`, so that training resumed at a
+    /// step draws exactly the masks an uninterrupted run draws there.
+    pub fn set_step(&self, step: u64) {
+        self.text.set_step(step);
+        if let ImageEncoder::Vit(v) = &self.image {
+            v.set_step(step);
+        }
+    }
+
     /// The variables the optimiser should update: all, minus frozen backbones and
     /// statistics buffers.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {

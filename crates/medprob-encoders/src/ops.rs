@@ -57,19 +57,48 @@ impl Module for LayerNorm {
     }
 }
 
-/// Inverted dropout with its own seeded generator; identity when not training.
+/// The optimisation step dropout masks are drawn for, shared by every [`Dropout`] of a
+/// module. A mask depends only on (seed, step, call within the step), so a run resumed
+/// at step `k` draws exactly the masks an uninterrupted run draws there.
+#[derive(Debug, Clone, Default)]
+pub struct StepClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl StepClock {
+    /// Set the current step.
+    pub fn set(&self, step: u64) {
+        self.0.store(step, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The current step.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Inverted dropout from the project's own seeded generator.
 #[derive(Debug)]
 pub struct Dropout {
     p: f64,
-    rng: Mutex<rand::rngs::StdRng>,
+    seed: u64,
+    clock: StepClock,
+    /// (step the calls are counted for, calls so far in that step)
+    calls: Mutex<(u64, u64)>,
 }
 
 impl Dropout {
-    /// Drop probability `p ∈ [0, 1)`, seeded.
+    /// Drop probability `p ∈ [0, 1)`, seeded, with a clock of its own that stays at 0
+    /// (every call then draws a fresh mask).
     pub fn new(p: f64, seed: u64) -> Self {
+        Self::with_clock(p, seed, StepClock::default())
+    }
+
+    /// Drop probability `p`, seeded, drawing masks for the step `clock` shows.
+    pub fn with_clock(p: f64, seed: u64, clock: StepClock) -> Self {
         Self {
             p: p.clamp(0.0, 0.999),
-            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            seed,
+            clock,
+            calls: Mutex::new((0, 0)),
         }
     }
 
@@ -78,8 +107,17 @@ impl Dropout {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
         }
+        let step = self.clock.get();
+        let call = {
+            let mut c = self.calls.lock().expect("dropout counter lock");
+            if c.0 != step {
+                *c = (step, 0);
+            }
+            c.1 += 1;
+            c.1 - 1
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(self.seed, step, call));
         let keep = 1.0 - self.p;
-        let mut rng = self.rng.lock().expect("dropout generator lock");
         let mask: Vec<f32> = (0..x.elem_count())
             .map(|_| {
                 if rng.random_bool(keep) {
@@ -92,6 +130,14 @@ impl Dropout {
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask
     }
+}
+
+/// SplitMix64 of three numbers: an independent stream per (seed, step, call).
+fn mix(seed: u64, step: u64, call: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ call.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bert::Pooling;
 use crate::error::{EncoderError, Result};
-use crate::ops::{softmax_last_dim, Dropout, LayerNorm};
+use crate::ops::{softmax_last_dim, Dropout, LayerNorm, StepClock};
 
 /// ViT hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +115,7 @@ pub struct VisionTransformer {
     pos_embed: Tensor,
     blocks: Vec<Block>,
     norm: LayerNorm,
+    clock: StepClock,
 }
 
 impl VisionTransformer {
@@ -138,6 +139,7 @@ impl VisionTransformer {
         let pos_embed = vb.get_with_hints((1, n + 1, d), "pos_embed", small)?;
         let hidden = (d as f64 * config.mlp_ratio).round() as usize;
         let eps = config.layer_norm_eps;
+        let clock = StepClock::default();
         let mut blocks = Vec::with_capacity(config.depth);
         for i in 0..config.depth {
             let b = vb.pp(format!("blocks.{i}"));
@@ -148,7 +150,7 @@ impl VisionTransformer {
                 norm2: LayerNorm::new(d, eps, b.pp("norm2"))?,
                 fc1: candle_nn::linear(d, hidden, b.pp("mlp.fc1"))?,
                 fc2: candle_nn::linear(hidden, d, b.pp("mlp.fc2"))?,
-                dropout: Dropout::new(config.dropout, seed ^ (i as u64 + 1)),
+                dropout: Dropout::with_clock(config.dropout, seed ^ (i as u64 + 1), clock.clone()),
             });
         }
         Ok(Self {
@@ -159,7 +161,13 @@ impl VisionTransformer {
             pos_embed,
             blocks,
             norm: LayerNorm::new(d, eps, vb.pp("norm"))?,
+            clock,
         })
+    }
+
+    /// Draw dropout masks for optimisation step `step` (see [`StepClock`]).
+    pub fn set_step(&self, step: u64) {
+        self.clock.set(step);
     }
 
     /// The configuration.

@@ -1,0 +1,461 @@
+//! The run configuration: one serde struct, defaults that give a CPU-sized run on
+//! SynthCXR, loadable from TOML or JSON, checked field by field before any work starts,
+//! printed at the start of a run and saved beside its results.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use medprob_core::Distance;
+use medprob_data::image::Augment;
+use medprob_data::loader::OnBadStudy;
+use medprob_data::sampling::TextAugment;
+use medprob_encoders::{ImageBackbone, Pooling, VitConfig};
+use medprob_losses::medprobclip::MedProbClipConfig;
+use medprob_losses::pcmepp::PcmeppConfig;
+use medprob_losses::{ClipConfig, CxrClipConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::optim::OptimConfig;
+
+/// The four methods of the comparison: same data, same encoders, different heads and
+/// objectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Deterministic embeddings, symmetric InfoNCE.
+    Clip,
+    /// Probabilistic embeddings, CSD, sigmoid pair loss with pseudo-positives and VIB.
+    Pcmepp,
+    /// Deterministic, CLIP over both views and sections plus image–image and text–text terms.
+    CxrClip,
+    /// Probabilistic, MLS, multi-view multi-section loss with VIB.
+    #[serde(rename = "medprobclip")]
+    MedProbClip,
+}
+
+impl Method {
+    /// All four, in report order.
+    pub const ALL: [Method; 4] = [Self::Clip, Self::Pcmepp, Self::CxrClip, Self::MedProbClip];
+
+    /// The name in tables.
+    pub fn display_name(&self) -> &'static str {
+        match self {
+            Self::Clip => "CLIP",
+            Self::Pcmepp => "PCME++",
+            Self::CxrClip => "CXR-CLIP",
+            Self::MedProbClip => "MedProbCLIP",
+        }
+    }
+
+    /// The name in configs and on the command line.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Clip => "clip",
+            Self::Pcmepp => "pcmepp",
+            Self::CxrClip => "cxr_clip",
+            Self::MedProbClip => "medprobclip",
+        }
+    }
+
+    /// Whether the method's embeddings are Gaussian.
+    pub fn probabilistic(&self) -> bool {
+        matches!(self, Self::Pcmepp | Self::MedProbClip)
+    }
+}
+
+impl FromStr for Method {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.key() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                TrainError::config(
+                    "method",
+                    format!("unknown method {s:?}: expected clip, pcmepp, cxr_clip or medprobclip"),
+                )
+            })
+    }
+}
+
+/// The text encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TextSpec {
+    /// A small BERT trained from scratch with a WordPiece vocabulary learned on the
+    /// training reports.
+    Tiny {
+        hidden_size: usize,
+        layers: usize,
+        heads: usize,
+        vocab_size: usize,
+    },
+    /// A pretrained BERT-family model: a local folder (config.json, model.safetensors,
+    /// tokenizer.json or vocab.txt) or a Hugging Face hub id.
+    Pretrained { source: String },
+}
+
+/// Where the studies are and how they become tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Study CSV with a `split` column (train / validate / test).
+    pub studies: PathBuf,
+    /// Folder image paths are relative to (default: the CSV's folder).
+    pub image_root: Option<PathBuf>,
+    /// Side length of the model's input.
+    pub image_size: u32,
+    /// Keep decoded images in memory, downscaled to twice `image_size` (small datasets).
+    pub cache_images: bool,
+    /// Maximum report length in tokens.
+    pub max_tokens: usize,
+    /// Error or skip on a bad study.
+    pub on_bad_study: OnBadStudy,
+    /// Decoding threads (0: one per core).
+    pub workers: usize,
+    /// Training image augmentation.
+    pub augment: Augment,
+    /// Training text augmentation.
+    pub text_augment: Option<TextAugment>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            studies: PathBuf::from("runs/synthcxr/studies.csv"),
+            image_root: None,
+            image_size: 64,
+            cache_images: true,
+            max_tokens: 64,
+            on_bad_study: OnBadStudy::Error,
+            workers: 0,
+            augment: Augment::default(),
+            text_augment: None,
+        }
+    }
+}
+
+/// The encoders and the embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Image backbone (its input size must equal `data.image_size`).
+    pub image: ImageBackbone,
+    /// Text encoder.
+    pub text: TextSpec,
+    /// Text pooling.
+    pub text_pooling: Pooling,
+    /// Embedding dimension.
+    pub embed_dim: usize,
+    /// Pretrained image weights (safetensors with the backbone's names), if any.
+    pub image_weights: Option<PathBuf>,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self {
+            image: ImageBackbone::Vit(VitConfig::default()),
+            text: TextSpec::Tiny {
+                hidden_size: 64,
+                layers: 2,
+                heads: 4,
+                vocab_size: 2000,
+            },
+            text_pooling: Pooling::Cls,
+            embed_dim: 64,
+            image_weights: None,
+        }
+    }
+}
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Cpu,
+    /// The first CUDA device (needs the `cuda` feature).
+    Cuda,
+}
+
+impl FromStr for DeviceKind {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            other => Err(TrainError::config("device", format!("{other:?}: expected cpu or cuda"))),
+        }
+    }
+}
+
+impl DeviceKind {
+    /// The candle device, or an error saying how to get CUDA.
+    pub fn device(&self) -> Result<candle_core::Device> {
+        match self {
+            Self::Cpu => Ok(candle_core::Device::Cpu),
+            Self::Cuda => {
+                if candle_core::utils::cuda_is_available() {
+                    Ok(candle_core::Device::new_cuda(0)?)
+                } else {
+                    Err(TrainError::config(
+                        "device",
+                        "cuda requested, but this binary was built without the `cuda` feature \
+                         (rebuild with `--features cuda`) or no CUDA device is visible",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Everything one training run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Which method to train.
+    pub method: Method,
+    pub data: DataConfig,
+    pub model: ModelSpec,
+    pub optim: OptimConfig,
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Studies per micro-batch.
+    pub batch_size: usize,
+    /// Studies per batch when embedding validation and test sets.
+    pub eval_batch_size: usize,
+    /// Seed of initialisation, dropout, sampling and augmentation.
+    pub seed: u64,
+    pub device: DeviceKind,
+    /// Save a resumable checkpoint every this many optimisation steps (0: at epoch ends).
+    pub checkpoint_every: usize,
+    /// Stop after this many consecutive steps with a non-finite loss or gradient.
+    pub max_bad_steps: usize,
+    /// Output folder: config, log, checkpoints, tokenizer.
+    pub out: PathBuf,
+    pub medprobclip: MedProbClipConfig,
+    pub pcmepp: PcmeppConfig,
+    pub clip: ClipConfig,
+    pub cxr_clip: CxrClipConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::MedProbClip,
+            data: DataConfig::default(),
+            model: ModelSpec::default(),
+            optim: OptimConfig {
+                lr: 1e-3,
+                weight_decay: 1e-4,
+                warmup_fraction: 0.1,
+                ..OptimConfig::default()
+            },
+            epochs: 4,
+            batch_size: 64,
+            eval_batch_size: 128,
+            seed: 0,
+            device: DeviceKind::Cpu,
+            checkpoint_every: 0,
+            max_bad_steps: 5,
+            out: PathBuf::from("runs/train"),
+            medprobclip: MedProbClipConfig::default(),
+            pcmepp: PcmeppConfig::default(),
+            clip: ClipConfig::default(),
+            cxr_clip: CxrClipConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Read a TOML (`.toml`) or JSON file; unknown fields are errors.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let bad = |reason: String| TrainError::Input {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+        } else {
+            toml::from_str(&text).map_err(|e| bad(e.to_string()))
+        }
+    }
+
+    /// The distance the method ranks with (CSD on unit vectors = cosine for deterministic
+    /// methods).
+    pub fn distance(&self) -> Distance {
+        match self.method {
+            Method::MedProbClip => self.medprobclip.distance,
+            Method::Pcmepp => self.pcmepp.distance,
+            Method::Clip | Method::CxrClip => Distance::Csd,
+        }
+    }
+
+    /// Check every field that can be checked without doing the work; the error names the
+    /// field.
+    pub fn validate(&self) -> Result<()> {
+        self.optim.validate()?;
+        if self.epochs == 0 {
+            return Err(TrainError::config("epochs", "must be ≥ 1"));
+        }
+        if self.batch_size < 2 {
+            return Err(TrainError::config(
+                "batch_size",
+                format!("{}: contrastive training needs at least 2 studies per batch", self.batch_size),
+            ));
+        }
+        if self.eval_batch_size == 0 {
+            return Err(TrainError::config("eval_batch_size", "must be ≥ 1"));
+        }
+        if self.model.embed_dim == 0 {
+            return Err(TrainError::config("model.embed_dim", "must be ≥ 1"));
+        }
+        if self.data.max_tokens < 4 {
+            return Err(TrainError::config("data.max_tokens", "must be ≥ 4"));
+        }
+        if !self.data.studies.is_file() {
+            return Err(TrainError::config(
+                "data.studies",
+                format!("{} does not exist or is not a file", self.data.studies.display()),
+            ));
+        }
+        if let Some(root) = &self.data.image_root {
+            if !root.is_dir() {
+                return Err(TrainError::config(
+                    "data.image_root",
+                    format!("{} is not a folder", root.display()),
+                ));
+            }
+        }
+        match &self.model.image {
+            ImageBackbone::Vit(v) => {
+                if v.image_size != self.data.image_size as usize {
+                    return Err(TrainError::config(
+                        "model.image.image_size",
+                        format!(
+                            "{} differs from data.image_size = {}",
+                            v.image_size, self.data.image_size
+                        ),
+                    ));
+                }
+            }
+            ImageBackbone::ResNet(_) => {}
+        }
+        if let Some(w) = &self.model.image_weights {
+            if !w.is_file() {
+                return Err(TrainError::config(
+                    "model.image_weights",
+                    format!("{} does not exist", w.display()),
+                ));
+            }
+        }
+        match &self.model.text {
+            TextSpec::Tiny {
+                hidden_size,
+                heads,
+                vocab_size,
+                layers,
+            } => {
+                if *heads == 0 || hidden_size % heads != 0 || *layers == 0 {
+                    return Err(TrainError::config(
+                        "model.text",
+                        format!("hidden_size {hidden_size} must be a multiple of heads {heads}, layers ≥ 1"),
+                    ));
+                }
+                if *vocab_size < 100 {
+                    return Err(TrainError::config("model.text.vocab_size", "must be ≥ 100"));
+                }
+            }
+            TextSpec::Pretrained { source } => {
+                if source.trim().is_empty() {
+                    return Err(TrainError::config("model.text.source", "is empty"));
+                }
+            }
+        }
+        medprob_losses::medprobclip::MedProbClipLoss::new(self.medprobclip.clone())
+            .map_err(|e| TrainError::config("medprobclip", e.to_string()))?;
+        medprob_losses::pcmepp::PcmeppLoss::new(self.pcmepp.clone())
+            .map_err(|e| TrainError::config("pcmepp", e.to_string()))?;
+        for (f, v) in [
+            ("cxr_clip.icl_weight", self.cxr_clip.icl_weight),
+            ("cxr_clip.tcl_weight", self.cxr_clip.tcl_weight),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(TrainError::config(f, format!("{v} must be ≥ 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder image paths are relative to.
+    pub fn image_root(&self) -> PathBuf {
+        self.data.image_root.clone().unwrap_or_else(|| {
+            self.data
+                .studies
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_csv() -> (tempfile::TempDir, TrainConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("studies.csv");
+        std::fs::write(&csv, "study_id,image_paths,view_names,findings,impression\n").unwrap();
+        let mut c = TrainConfig::default();
+        c.data.studies = csv;
+        (dir, c)
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_values_name_their_field() {
+        let (_d, c) = with_csv();
+        c.validate().unwrap();
+        let cases: Vec<(TrainConfig, &str)> = vec![
+            (TrainConfig { optim: OptimConfig { lr: -0.1, ..c.optim.clone() }, ..c.clone() }, "optim.lr"),
+            (TrainConfig { epochs: 0, ..c.clone() }, "epochs"),
+            (TrainConfig { batch_size: 1, ..c.clone() }, "batch_size"),
+            (
+                TrainConfig {
+                    data: DataConfig { studies: "/no/such/studies.csv".into(), ..c.data.clone() },
+                    ..c.clone()
+                },
+                "data.studies",
+            ),
+            (
+                TrainConfig {
+                    data: DataConfig { image_size: 96, ..c.data.clone() },
+                    ..c.clone()
+                },
+                "model.image.image_size",
+            ),
+        ];
+        for (cfg, field) in cases {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.to_string().contains(&format!("`{field}`")), "{field}: {e}");
+        }
+        let e = "mystery".parse::<Method>().unwrap_err();
+        assert!(e.to_string().contains("`method`") && e.to_string().contains("mystery"), "{e}");
+        assert_eq!("CXR_CLIP".parse::<Method>().unwrap(), Method::CxrClip);
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_fields() {
+        let (dir, c) = with_csv();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(TrainConfig::from_file(&path).unwrap(), c);
+        std::fs::write(&path, "method = \"medprobclip\"\nlearning_rate = 3\n").unwrap();
+        let e = TrainConfig::from_file(&path).unwrap_err();
+        assert!(e.to_string().contains("learning_rate"), "{e}");
+        std::fs::write(&path, "method = \"simclr\"\n").unwrap();
+        let e = TrainConfig::from_file(&path).unwrap_err();
+        assert!(e.to_string().contains("simclr"), "{e}");
+    }
+}

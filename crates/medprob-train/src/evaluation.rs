@@ -1,0 +1,199 @@
+//! Evaluate a trained model on a test split with the full reliability suite: retrieval,
+//! label-aware retrieval, zero-shot classification, calibration, risk–coverage,
+//! selective retrieval with guarantees and robustness to image corruptions.
+
+use candle_core::Device;
+use medprob_core::TopKOptions;
+use medprob_data::loader::StudyLoader;
+use medprob_data::tokenize::ReportTokenizer;
+use medprob_data::{Label, StudyRecord};
+use medprob_encoders::MedProbModel;
+use medprob_metrics::corruption::{Corruption, SEVERITIES};
+use medprob_metrics::evaluate::{evaluate_retrieval, robustness_entry, EvaluationConfig, Scoring, Split};
+use medprob_metrics::report::MethodReport;
+use medprob_metrics::zero_shot::{prompts, zero_shot, PromptScoring, FINDINGS};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::encode::{embed_split, embed_texts, SplitEmbeddings};
+use crate::error::Result;
+
+/// What to evaluate beyond retrieval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalOptions {
+    /// Metric settings (block sizes, risk levels).
+    pub metrics: EvaluationConfig,
+    /// Zero-shot classification of the 13 findings (needs labels).
+    pub zero_shot: bool,
+    /// Corruptions for the robustness report (all seven at severities 1–5 by default).
+    pub corruptions: Vec<Corruption>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            metrics: EvaluationConfig::default(),
+            zero_shot: true,
+            corruptions: Corruption::ALL.to_vec(),
+        }
+    }
+}
+
+/// The 14 CheXpert labels of a study as a bit mask (bit `c` = label `c` positive).
+pub fn label_mask(study: &StudyRecord) -> Option<u32> {
+    study.labels.map(|l| {
+        l.iter()
+            .enumerate()
+            .fold(0u32, |m, (c, v)| m | (u32::from(*v == Label::Positive) << c))
+    })
+}
+
+/// Zero-shot ground truth for one finding: positive; negative when negated or not
+/// mentioned; uncertain mentions are left out.
+fn finding_label(study: &StudyRecord, finding: &str) -> Option<bool> {
+    let c = medprob_data::CHEXPERT_LABELS.iter().position(|&l| l == finding)?;
+    match study.labels?[c] {
+        Label::Positive => Some(true),
+        Label::Negative | Label::Blank => Some(false),
+        Label::Uncertain => None,
+    }
+}
+
+/// Evaluate `model` on `test`, with `validation` used to fit the match probability and
+/// the selective-retrieval thresholds.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    model: &MedProbModel,
+    tokenizer: &ReportTokenizer,
+    config: &TrainConfig,
+    validation: &StudyLoader,
+    test: &StudyLoader,
+    options: &EvalOptions,
+    device: &Device,
+    mut progress: impl FnMut(&str),
+) -> Result<MethodReport> {
+    let size = config.data.image_size;
+    progress("embedding validation and test splits");
+    let val = embed_split(model, tokenizer, validation, size, None, device)?;
+    let tst = embed_split(model, tokenizer, test, size, None, device)?;
+    let keys = |e: &SplitEmbeddings| -> Vec<u64> { (0..e.study_ids.len() as u64).collect() };
+    let labels = |e: &SplitEmbeddings, loader: &StudyLoader| -> Option<Vec<u32>> {
+        e.study_index
+            .iter()
+            .map(|&i| label_mask(&loader.studies()[i]))
+            .collect()
+    };
+    let (vk, tk) = (keys(&val), keys(&tst));
+    let (vl, tl) = (labels(&val, validation), labels(&tst, test));
+    let scoring = Scoring {
+        distance: config.distance(),
+        probabilistic: config.method.probabilistic(),
+    };
+    let v = Split {
+        images: &val.images,
+        image_keys: &vk,
+        texts: &val.texts,
+        text_keys: &vk,
+        image_labels: vl.as_deref(),
+        text_labels: vl.as_deref(),
+    };
+    let t = Split {
+        images: &tst.images,
+        image_keys: &tk,
+        texts: &tst.texts,
+        text_keys: &tk,
+        image_labels: tl.as_deref(),
+        text_labels: tl.as_deref(),
+    };
+    progress("retrieval, calibration, risk–coverage and selective retrieval");
+    let score_name = if scoring.probabilistic {
+        format!("{:?}", scoring.distance).to_uppercase()
+    } else {
+        "cosine".into()
+    };
+    let mut report = evaluate_retrieval(
+        config.method.display_name(),
+        &score_name,
+        scoring,
+        &v,
+        &t,
+        &options.metrics,
+    )?;
+
+    if options.zero_shot && tl.is_some() {
+        progress("zero-shot classification");
+        report.zero_shot = Some(zero_shot_report(model, tokenizer, config, test, &tst, &report, device)?);
+    }
+
+    let blocks = TopKOptions::default();
+    report.robustness.push(robustness_entry(
+        None,
+        scoring,
+        report.match_probability,
+        &tst.images,
+        &tk,
+        &tst.texts,
+        &tk,
+        &blocks,
+    )?);
+    for &c in &options.corruptions {
+        progress(&format!("robustness: {}", c.name()));
+        for s in SEVERITIES {
+            let e = embed_split(model, tokenizer, test, size, Some((c, s)), device)?;
+            report.robustness.push(robustness_entry(
+                Some((c, s)),
+                scoring,
+                report.match_probability,
+                &e.images,
+                &tk,
+                &tst.texts,
+                &tk,
+                &blocks,
+            )?);
+        }
+    }
+    Ok(report)
+}
+
+fn zero_shot_report(
+    model: &MedProbModel,
+    tokenizer: &ReportTokenizer,
+    config: &TrainConfig,
+    test: &StudyLoader,
+    tst: &SplitEmbeddings,
+    report: &MethodReport,
+    device: &Device,
+) -> Result<medprob_metrics::zero_shot::ZeroShotReport> {
+    let n = tst.images.len();
+    let mut pos = Array2::<f64>::zeros((n, FINDINGS.len()));
+    let mut neg = Array2::<f64>::zeros((n, FINDINGS.len()));
+    let mut labels = Array2::<Option<bool>>::from_elem((n, FINDINGS.len()), None);
+    let probabilistic = config.method.probabilistic();
+    let temperature = (-model.logit_scale().flatten_all()?.to_vec1::<f32>()?[0] as f64).exp();
+    for (c, finding) in FINDINGS.iter().enumerate() {
+        let (p, q) = prompts(finding);
+        for (set, out) in [(p, &mut pos), (q, &mut neg)] {
+            let e = embed_texts(model, tokenizer, &set, device)?;
+            let scores: Array2<f64> = if probabilistic {
+                let d = medprob_core::kernels::pairwise(config.distance(), &tst.images, &e)?;
+                d.mapv(|d| report.match_probability.probability(-(d as f64)))
+            } else {
+                tst.images.mean().dot(&e.mean().t()).mapv(f64::from)
+            };
+            for i in 0..n {
+                out[[i, c]] = scores.row(i).mean().unwrap_or(0.0);
+            }
+        }
+        for (i, &s) in tst.study_index.iter().enumerate() {
+            labels[[i, c]] = finding_label(&test.studies()[s], finding);
+        }
+    }
+    let scoring = if probabilistic {
+        PromptScoring::Probability
+    } else {
+        PromptScoring::Cosine { temperature }
+    };
+    Ok(zero_shot(&FINDINGS, pos.view(), neg.view(), labels.view(), scoring)?)
+}

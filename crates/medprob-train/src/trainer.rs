@@ -1,0 +1,334 @@
+//! The training loop: seeded, resumable, logged, guarded against divergence.
+//!
+//! Output folder layout:
+//!
+//! ```text
+//! <out>/config.json            the full config of the run
+//! <out>/tokenizer.json         the tokenizer (trained or copied)
+//! <out>/log.jsonl              one JSON object per step, skipped step and validation
+//! <out>/checkpoints/LATEST     → step-NNNNNNN/  (model, optimiser, state: resumable)
+//! <out>/checkpoints/BEST       → best-epoch-NNN/ (model with the best validation RSUM)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use medprob_data::loader::StudyLoader;
+use medprob_data::tokenize::ReportTokenizer;
+use medprob_encoders::MedProbModel;
+use medprob_metrics::ranking::rank_queries;
+use medprob_metrics::retrieval::{DirectionReport, RetrievalReport};
+use serde_json::json;
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::TrainConfig;
+use crate::encode::embed_split;
+use crate::error::{Result, TrainError};
+use crate::objective::Objective;
+use crate::optim::{accumulate, clip_global_norm, collect_grads, scale_grads, AdamW};
+use crate::setup::{build_model, build_tokenizer, loader, read_splits};
+
+/// Environment variable for fault-injection tests: abort the process (as `kill -9` would
+/// stop it, without unwinding) right after this optimisation step.
+pub const ABORT_AFTER_STEP_ENV: &str = "MEDPROB_ABORT_AFTER_STEP";
+
+/// What a finished run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    /// The best checkpoint (by validation RSUM).
+    pub best_checkpoint: PathBuf,
+    /// Its epoch (1-based).
+    pub best_epoch: usize,
+    /// Its validation RSUM.
+    pub best_rsum: f64,
+    /// Optimisation steps taken in total.
+    pub steps: usize,
+    /// Wall time of this invocation, seconds.
+    pub seconds: f64,
+}
+
+/// How chatty a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verbosity {
+    /// Show a progress bar with ETA.
+    pub progress: bool,
+    /// Print the config at the start.
+    pub print_config: bool,
+}
+
+/// Train `config.method` from scratch, or continue the run in `config.out` when `resume`.
+pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    config.validate()?;
+    let device = config.device.device()?;
+    let out = config.out.clone();
+    let ckpt_root = out.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_root).map_err(|e| TrainError::io(&ckpt_root, e))?;
+    let config_json = serde_json::to_string_pretty(config).expect("config serialises");
+    let config_path = out.join("config.json");
+    let latest = checkpoint::resolve(&ckpt_root, "LATEST")?;
+    if resume {
+        let saved = std::fs::read_to_string(&config_path).map_err(|e| TrainError::Input {
+            path: config_path.clone(),
+            reason: format!("--resume needs the run's config.json: {e}"),
+        })?;
+        let saved: TrainConfig = serde_json::from_str(&saved).map_err(|e| TrainError::Input {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if &saved != config {
+            return Err(TrainError::config(
+                "(resume)",
+                format!("the config differs from the one saved in {}; resume with the same settings", config_path.display()),
+            ));
+        }
+    } else if latest.is_some() {
+        return Err(TrainError::config(
+            "out",
+            format!("{} already holds a run: pass --resume to continue it, or choose another --out", out.display()),
+        ));
+    }
+    medprob_core::fs::write_atomic(&config_path, config_json.as_bytes())
+        .map_err(|e| TrainError::io(&config_path, e))?;
+    if verbosity.print_config {
+        println!("config ({}):\n{config_json}", config_path.display());
+    }
+
+    let splits = read_splits(&config.data.studies)?;
+    let tok_path = out.join("tokenizer.json");
+    let tokenizer = if resume && tok_path.exists() {
+        ReportTokenizer::from_file(&tok_path, config.data.max_tokens)?
+    } else {
+        let t = build_tokenizer(config, &splits.train)?;
+        t.save(&tok_path)?;
+        t
+    };
+    let (model, mut state, latest_dir) = match (resume, &latest) {
+        (true, Some(dir)) => (
+            MedProbModel::load(dir, &device)?,
+            checkpoint::load_state(dir)?,
+            Some(dir.clone()),
+        ),
+        _ => (
+            build_model(config, tokenizer.vocab_size(), &device)?,
+            TrainState::default(),
+            None,
+        ),
+    };
+    let vars = model.trainable_vars();
+    let mut optimizer = AdamW::new(vars.clone(), config.optim.clone())?;
+    if let Some(dir) = &latest_dir {
+        optimizer.load(&dir.join("optimizer.safetensors"))?;
+    }
+    let objective = Objective::new(config)?;
+    let train_loader = loader(config, splits.train, true)?;
+    let val_loader = loader(config, splits.validate, false)?;
+    let acc = config.optim.accumulation;
+    let batches = train_loader.batches_per_epoch();
+    if batches == 0 {
+        return Err(TrainError::config(
+            "batch_size",
+            format!("{} exceeds the {} training studies", config.batch_size, train_loader.len()),
+        ));
+    }
+    let steps_per_epoch = batches.div_ceil(acc);
+    let total_steps = steps_per_epoch * config.epochs;
+    let abort_after: Option<usize> = std::env::var(ABORT_AFTER_STEP_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+
+    let log_path = out.join("log.jsonl");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| TrainError::io(&log_path, e))?;
+    let mut write_log = |v: serde_json::Value| -> Result<()> {
+        writeln!(log, "{v}").map_err(|e| TrainError::io(&log_path, e))
+    };
+
+    let bar = if verbosity.progress {
+        let b = ProgressBar::new(total_steps as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} steps {msg}",
+            )
+            .expect("valid template"),
+        );
+        b.set_prefix(config.method.display_name());
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_position(state.step as u64);
+
+    while state.epoch < config.epochs {
+        let epoch = state.epoch;
+        while state.batch < batches {
+            let t0 = Instant::now();
+            let first = state.batch;
+            let last = (first + acc).min(batches);
+            model.set_step(state.step as u64);
+            let mut grads: BTreeMap<String, candle_core::Tensor> = BTreeMap::new();
+            let mut parts = Vec::new();
+            let mut ids = Vec::new();
+            let mut images = 0usize;
+            let mut finite = true;
+            for b in first..last {
+                let items = train_loader.train_batch(epoch as u64, b)?;
+                images += 2 * items.len();
+                ids.extend(items.iter().map(|i| i.study_id.clone()));
+                let out = objective.loss(&model, &tokenizer, &items, state.step, &device)?;
+                if !out.parts.total.is_finite() {
+                    finite = false;
+                    parts.push(out.parts);
+                    break;
+                }
+                let g = out.total.backward()?;
+                accumulate(&mut grads, collect_grads(&vars, &g))?;
+                parts.push(out.parts);
+            }
+            state.batch = last;
+            let mut norm = f64::NAN;
+            if finite {
+                scale_grads(&mut grads, 1.0 / (last - first) as f64)?;
+                norm = clip_global_norm(&mut grads, config.optim.grad_clip)?;
+                finite = norm.is_finite();
+            }
+            if !finite {
+                state.bad_steps += 1;
+                write_log(json!({
+                    "event": "skipped_step", "epoch": epoch + 1, "step": state.step,
+                    "reason": if norm.is_nan() && parts.last().is_some_and(|p| !p.total.is_finite()) { "non-finite loss" } else { "non-finite gradient" },
+                    "study_ids": ids,
+                }))?;
+                if state.bad_steps >= config.max_bad_steps {
+                    bar.abandon();
+                    return Err(TrainError::Diverged(format!(
+                        "{} consecutive steps with a non-finite loss or gradient (last at epoch {}, study ids {:?}); the last good checkpoint is in {}",
+                        state.bad_steps,
+                        epoch + 1,
+                        ids,
+                        ckpt_root.display()
+                    )));
+                }
+                continue;
+            }
+            state.bad_steps = 0;
+            let lr = config.optim.lr_at(state.step, total_steps);
+            optimizer.step(&grads, lr)?;
+            state.step += 1;
+            let p = &parts[parts.len() - 1];
+            let secs = t0.elapsed().as_secs_f64();
+            write_log(json!({
+                "event": "step", "epoch": epoch + 1, "step": state.step, "lr": lr,
+                "loss": parts.iter().map(|p| p.total).sum::<f64>() / parts.len() as f64,
+                "parts": p, "grad_norm": norm, "images_per_s": images as f64 / secs,
+            }))?;
+            bar.set_message(format!("loss {:.4} lr {lr:.2e}", p.total));
+            bar.inc(1);
+            if config.checkpoint_every > 0
+                && state.step % config.checkpoint_every == 0
+                && state.batch < batches
+            {
+                save_latest(&ckpt_root, &model, &optimizer, &state, &tok_path)?;
+            }
+            if abort_after == Some(state.step) {
+                std::process::abort();
+            }
+        }
+        // End of epoch: validate, keep the best, checkpoint.
+        let t0 = Instant::now();
+        let val = validate(&model, &tokenizer, &val_loader, config, &device)?;
+        state.epoch += 1;
+        state.batch = 0;
+        write_log(json!({
+            "event": "validation", "epoch": state.epoch, "step": state.step,
+            "rsum": val.rsum, "rsum6": val.rsum6,
+            "image_to_text": val.image_to_text.recall, "text_to_image": val.text_to_image.recall,
+            "seconds": t0.elapsed().as_secs_f64(),
+        }))?;
+        bar.println(format!(
+            "{} epoch {}/{}: validation RSUM {:.2} (i2t R@1 {:.2}, t2i R@1 {:.2})",
+            config.method.display_name(),
+            state.epoch,
+            config.epochs,
+            val.rsum,
+            val.image_to_text.recall_at(1).unwrap_or(f64::NAN),
+            val.text_to_image.recall_at(1).unwrap_or(f64::NAN)
+        ));
+        if val.rsum > state.best_rsum {
+            state.best_rsum = val.rsum;
+            state.best_epoch = state.epoch;
+            checkpoint::publish(
+                &ckpt_root,
+                "BEST",
+                "best-epoch-",
+                &format!("best-epoch-{:03}", state.epoch),
+                |dir| {
+                    model.save(dir)?;
+                    copy(&tok_path, &dir.join("tokenizer.json"))
+                },
+            )?;
+        }
+        save_latest(&ckpt_root, &model, &optimizer, &state, &tok_path)?;
+    }
+    bar.finish_and_clear();
+    let best = checkpoint::resolve(&ckpt_root, "BEST")?.ok_or_else(|| TrainError::Checkpoint {
+        path: ckpt_root.clone(),
+        reason: "no best checkpoint was written".into(),
+    })?;
+    Ok(TrainOutcome {
+        best_checkpoint: best,
+        best_epoch: state.best_epoch,
+        best_rsum: state.best_rsum,
+        steps: state.step,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).map_err(|e| TrainError::io(from, e))?;
+    medprob_core::fs::write_atomic(to, &bytes).map_err(|e| TrainError::io(to, e))
+}
+
+fn save_latest(
+    root: &Path,
+    model: &MedProbModel,
+    optimizer: &AdamW,
+    state: &TrainState,
+    tokenizer: &Path,
+) -> Result<()> {
+    checkpoint::publish(root, "LATEST", "step-", &format!("step-{:07}", state.step), |dir| {
+        model.save(dir)?;
+        optimizer.save(&dir.join("optimizer.safetensors"))?;
+        copy(tokenizer, &dir.join("tokenizer.json"))?;
+        checkpoint::save_state(dir, state)
+    })?;
+    Ok(())
+}
+
+/// Validation retrieval (both directions) of the current model.
+pub fn validate(
+    model: &MedProbModel,
+    tokenizer: &ReportTokenizer,
+    loader: &Arc<StudyLoader>,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<RetrievalReport> {
+    let e = embed_split(model, tokenizer, loader, config.data.image_size, None, device)?;
+    let opts = medprob_core::TopKOptions::default();
+    let d = config.distance();
+    let i2t = rank_queries(d, &e.images, &e.study_ids, &e.texts, &e.study_ids, &opts)?;
+    let t2i = rank_queries(d, &e.texts, &e.study_ids, &e.images, &e.study_ids, &opts)?;
+    Ok(RetrievalReport::new(
+        DirectionReport::from_ranks(&i2t)?,
+        DirectionReport::from_ranks(&t2i)?,
+    ))
+}

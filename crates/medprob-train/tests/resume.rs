@@ -1,0 +1,181 @@
+//! Training end to end on a tiny SynthCXR: a run killed mid-epoch (the process aborts, as
+//! under `kill -9`) and continued with `--resume` ends with exactly the weights of an
+//! uninterrupted run; bad configs fail before any work; evaluation fills the report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::Device;
+use medprob_data::synth::{write_dataset, SynthConfig};
+use medprob_encoders::{ImageBackbone, MedProbModel, VitConfig};
+use medprob_train::config::{DataConfig, ModelSpec};
+use medprob_train::trainer::ABORT_AFTER_STEP_ENV;
+use medprob_train::{train, Method, TextSpec, TrainConfig, Verbosity};
+
+const QUIET: Verbosity = Verbosity {
+    progress: false,
+    print_config: false,
+};
+
+/// A dataset shared by the tests of this file (written once per process).
+fn dataset() -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("medprob-train-test-{}", std::process::id()));
+    let csv = dir.join("studies.csv");
+    if !csv.exists() {
+        let cfg = SynthConfig {
+            studies: 80,
+            image_size: 64,
+            split_fractions: (0.7, 0.15),
+            seed: 3,
+            ..SynthConfig::default()
+        };
+        write_dataset(&cfg, &dir).unwrap();
+    }
+    csv
+}
+
+fn tiny(method: Method, studies: &Path, out: &Path) -> TrainConfig {
+    TrainConfig {
+        method,
+        data: DataConfig {
+            studies: studies.to_path_buf(),
+            image_size: 32,
+            max_tokens: 32,
+            ..DataConfig::default()
+        },
+        model: ModelSpec {
+            image: ImageBackbone::Vit(VitConfig {
+                image_size: 32,
+                patch_size: 8,
+                dim: 32,
+                depth: 1,
+                heads: 2,
+                dropout: 0.1,
+                ..VitConfig::default()
+            }),
+            text: TextSpec::Tiny {
+                hidden_size: 32,
+                layers: 1,
+                heads: 2,
+                vocab_size: 300,
+            },
+            embed_dim: 16,
+            ..ModelSpec::default()
+        },
+        epochs: 2,
+        batch_size: 8,
+        eval_batch_size: 16,
+        checkpoint_every: 2,
+        seed: 11,
+        out: out.to_path_buf(),
+        ..TrainConfig::default()
+    }
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let m = MedProbModel::load(dir, &Device::Cpu).unwrap();
+    m.all_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+/// Panics naming the first variable that differs, without printing the tensors.
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.len(), wb.len());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let diff = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(va == vb, "{na} differs between {} and {} (max |Δ| = {diff})", a.display(), b.display());
+    }
+}
+
+fn latest(out: &Path) -> PathBuf {
+    medprob_train::checkpoint::resolve(&out.join("checkpoints"), "LATEST")
+        .unwrap()
+        .unwrap()
+}
+
+/// Run as a child process: train until the abort hook fires.
+#[test]
+fn child_killed_run() {
+    let Ok(out) = std::env::var("MEDPROB_TEST_CHILD_OUT") else {
+        return; // only meaningful inside the child process
+    };
+    let cfg = tiny(Method::MedProbClip, &dataset_from_env(), Path::new(&out));
+    let _ = train(&cfg, false, QUIET);
+    unreachable!("the abort hook should have stopped the process");
+}
+
+fn dataset_from_env() -> PathBuf {
+    PathBuf::from(std::env::var("MEDPROB_TEST_CHILD_DATA").unwrap())
+}
+
+#[test]
+fn killed_mid_epoch_then_resumed_equals_uninterrupted() {
+    let csv = dataset();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("straight"), tmp.path().join("killed"));
+
+    let done = train(&tiny(Method::MedProbClip, &csv, &a), false, QUIET).unwrap();
+    assert_eq!(done.steps, 2 * (56 / 8));
+    // Training itself is deterministic.
+    let again = tmp.path().join("again");
+    train(&tiny(Method::MedProbClip, &csv, &again), false, QUIET).unwrap();
+    assert_same_weights(&latest(&a), &latest(&again));
+
+    // Kill after step 5 of 7 in epoch 1: the last checkpoint is at step 4, mid-epoch.
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_killed_run", "--nocapture", "--test-threads", "1"])
+        .env("MEDPROB_TEST_CHILD_OUT", &b)
+        .env("MEDPROB_TEST_CHILD_DATA", &csv)
+        .env(ABORT_AFTER_STEP_ENV, "5")
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child should have been aborted");
+    let state = medprob_train::checkpoint::load_state(&latest(&b)).unwrap();
+    assert_eq!((state.epoch, state.step, state.batch), (0, 4, 4));
+
+    // Resuming without --resume is refused; with it, the run completes.
+    let e = train(&tiny(Method::MedProbClip, &csv, &b), false, QUIET).unwrap_err();
+    assert!(e.to_string().contains("--resume"), "{e}");
+    let resumed = train(&tiny(Method::MedProbClip, &csv, &b), true, QUIET).unwrap();
+    assert_eq!(resumed.steps, done.steps);
+    assert_same_weights(&latest(&a), &latest(&b));
+    assert_same_weights(&done.best_checkpoint, &resumed.best_checkpoint);
+    assert_eq!(done.best_rsum, resumed.best_rsum);
+
+    // The log has every step of both parts, and validation once per epoch.
+    let log = std::fs::read_to_string(b.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"validation\"")).count(), 2);
+}
+
+#[test]
+fn every_method_trains_and_bad_configs_fail_first() {
+    let csv = dataset();
+    let tmp = tempfile::tempdir().unwrap();
+    for method in Method::ALL {
+        let mut cfg = tiny(method, &csv, &tmp.path().join(method.key()));
+        cfg.epochs = 1;
+        let r = train(&cfg, false, QUIET).unwrap();
+        assert!(r.best_rsum > 0.0, "{method:?}");
+        let log = std::fs::read_to_string(cfg.out.join("log.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        assert!(first["lr"].as_f64().unwrap() > 0.0);
+        assert!(first["parts"]["total"].as_f64().unwrap().is_finite());
+    }
+    // Bad values fail before anything is written.
+    let out = tmp.path().join("bad");
+    let mut cfg = tiny(Method::Clip, &csv, &out);
+    cfg.optim.lr = -1.0;
+    let e = train(&cfg, false, QUIET).unwrap_err();
+    assert!(e.to_string().contains("optim.lr"), "{e}");
+    let mut cfg = tiny(Method::Clip, &csv, &out);
+    cfg.data.studies = tmp.path().join("missing.csv");
+    let e = train(&cfg, false, QUIET).unwrap_err();
+    assert!(e.to_string().contains("data.studies"), "{e}");
+    assert!(!out.exists());
+}

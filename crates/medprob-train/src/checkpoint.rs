@@ -116,7 +116,10 @@ mod tests {
         .unwrap();
         // A write that fails leaves the pointer where it was.
         let e = publish(r, "LATEST", "step-", "step-2", |d| {
-            Err(TrainError::Checkpoint { path: d.to_path_buf(), reason: "disk full".into() })
+            Err(TrainError::Checkpoint {
+                path: d.to_path_buf(),
+                reason: "disk full".into(),
+            })
         })
         .unwrap_err();
         assert!(e.to_string().contains("disk full"));
@@ -124,7 +127,12 @@ mod tests {
         publish(r, "LATEST", "step-", "step-3", |_| Ok(())).unwrap();
         assert_eq!(resolve(r, "LATEST").unwrap().unwrap(), r.join("step-3"));
         assert!(!r.join("step-1").exists() && !r.join("step-2").exists());
-        let s = TrainState { epoch: 2, batch: 5, step: 17, ..TrainState::default() };
+        let s = TrainState {
+            epoch: 2,
+            batch: 5,
+            step: 17,
+            ..TrainState::default()
+        };
         save_state(&r.join("step-3"), &s).unwrap();
         assert_eq!(load_state(&r.join("step-3")).unwrap(), s);
     }

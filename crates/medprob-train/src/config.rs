@@ -153,16 +153,24 @@ pub struct ModelSpec {
 }
 
 impl Default for ModelSpec {
+    /// Encoders sized for two CPU cores: a ViT on 64-pixel images with 16-pixel patches
+    /// (16 tokens) and a one-layer BERT with mean pooling. Trained from scratch, these
+    /// leave the contrastive plateau within a few hundred steps; 8-pixel patches, two text
+    /// layers or CLS pooling (the paper's BiomedBERT choice, which has pretrained weights
+    /// behind it) stay at chance for longer than a CPU quickstart can afford.
     fn default() -> Self {
         Self {
-            image: ImageBackbone::Vit(VitConfig::default()),
+            image: ImageBackbone::Vit(VitConfig {
+                patch_size: 16,
+                ..VitConfig::default()
+            }),
             text: TextSpec::Tiny {
                 hidden_size: 64,
-                layers: 2,
+                layers: 1,
                 heads: 4,
                 vocab_size: 2000,
             },
-            text_pooling: Pooling::Cls,
+            text_pooling: Pooling::Mean,
             embed_dim: 64,
             image_weights: None,
         }
@@ -184,7 +192,10 @@ impl FromStr for DeviceKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda),
-            other => Err(TrainError::config("device", format!("{other:?}: expected cpu or cuda"))),
+            other => Err(TrainError::config(
+                "device",
+                format!("{other:?}: expected cpu or cuda"),
+            )),
         }
     }
 }
@@ -251,8 +262,8 @@ impl Default for TrainConfig {
                 warmup_fraction: 0.1,
                 ..OptimConfig::default()
             },
-            epochs: 4,
-            batch_size: 64,
+            epochs: 5,
+            batch_size: 32,
             eval_batch_size: 128,
             seed: 0,
             device: DeviceKind::Cpu,
@@ -302,7 +313,10 @@ impl TrainConfig {
         if self.batch_size < 2 {
             return Err(TrainError::config(
                 "batch_size",
-                format!("{}: contrastive training needs at least 2 studies per batch", self.batch_size),
+                format!(
+                    "{}: contrastive training needs at least 2 studies per batch",
+                    self.batch_size
+                ),
             ));
         }
         if self.eval_batch_size == 0 {
@@ -317,7 +331,10 @@ impl TrainConfig {
         if !self.data.studies.is_file() {
             return Err(TrainError::config(
                 "data.studies",
-                format!("{} does not exist or is not a file", self.data.studies.display()),
+                format!(
+                    "{} does not exist or is not a file",
+                    self.data.studies.display()
+                ),
             ));
         }
         if let Some(root) = &self.data.image_root {
@@ -407,7 +424,11 @@ mod tests {
     fn with_csv() -> (tempfile::TempDir, TrainConfig) {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("studies.csv");
-        std::fs::write(&csv, "study_id,image_paths,view_names,findings,impression\n").unwrap();
+        std::fs::write(
+            &csv,
+            "study_id,image_paths,view_names,findings,impression\n",
+        )
+        .unwrap();
         let mut c = TrainConfig::default();
         c.data.studies = csv;
         (dir, c)
@@ -418,19 +439,46 @@ mod tests {
         let (_d, c) = with_csv();
         c.validate().unwrap();
         let cases: Vec<(TrainConfig, &str)> = vec![
-            (TrainConfig { optim: OptimConfig { lr: -0.1, ..c.optim.clone() }, ..c.clone() }, "optim.lr"),
-            (TrainConfig { epochs: 0, ..c.clone() }, "epochs"),
-            (TrainConfig { batch_size: 1, ..c.clone() }, "batch_size"),
             (
                 TrainConfig {
-                    data: DataConfig { studies: "/no/such/studies.csv".into(), ..c.data.clone() },
+                    optim: OptimConfig {
+                        lr: -0.1,
+                        ..c.optim.clone()
+                    },
+                    ..c.clone()
+                },
+                "optim.lr",
+            ),
+            (
+                TrainConfig {
+                    epochs: 0,
+                    ..c.clone()
+                },
+                "epochs",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 1,
+                    ..c.clone()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    data: DataConfig {
+                        studies: "/no/such/studies.csv".into(),
+                        ..c.data.clone()
+                    },
                     ..c.clone()
                 },
                 "data.studies",
             ),
             (
                 TrainConfig {
-                    data: DataConfig { image_size: 96, ..c.data.clone() },
+                    data: DataConfig {
+                        image_size: 96,
+                        ..c.data.clone()
+                    },
                     ..c.clone()
                 },
                 "model.image.image_size",
@@ -438,10 +486,16 @@ mod tests {
         ];
         for (cfg, field) in cases {
             let e = cfg.validate().unwrap_err();
-            assert!(e.to_string().contains(&format!("`{field}`")), "{field}: {e}");
+            assert!(
+                e.to_string().contains(&format!("`{field}`")),
+                "{field}: {e}"
+            );
         }
         let e = "mystery".parse::<Method>().unwrap_err();
-        assert!(e.to_string().contains("`method`") && e.to_string().contains("mystery"), "{e}");
+        assert!(
+            e.to_string().contains("`method`") && e.to_string().contains("mystery"),
+            "{e}"
+        );
         assert_eq!("CXR_CLIP".parse::<Method>().unwrap(), Method::CxrClip);
     }
 

@@ -51,7 +51,10 @@ pub fn corrupt_input(
     seed: u64,
 ) -> Result<Vec<f32>> {
     let plane = (size * size) as usize;
-    let grey: Vec<f32> = image[..plane].iter().map(|&x| (x * std + mean).clamp(0.0, 1.0)).collect();
+    let grey: Vec<f32> = image[..plane]
+        .iter()
+        .map(|&x| (x * std + mean).clamp(0.0, 1.0))
+        .collect();
     let out = corruption.apply(severity, &grey, size, size, seed)?;
     let channels = image.len() / plane;
     let normalised: Vec<f32> = out.iter().map(|&x| (x - mean) / std).collect();
@@ -81,7 +84,9 @@ pub fn embed_split(
             None => items.iter().map(|it| it.image.clone()).collect(),
             Some((c, s)) => items
                 .iter()
-                .map(|it| corrupt_input(&it.image, size, t.mean, t.std, c, s, it.study_index as u64))
+                .map(|it| {
+                    corrupt_input(&it.image, size, t.mean, t.std, c, s, it.study_index as u64)
+                })
                 .collect::<Result<_>>()?,
         };
         let refs: Vec<&[f32]> = pixels.iter().map(|p| p.as_slice()).collect();

@@ -9,7 +9,9 @@ use medprob_data::tokenize::ReportTokenizer;
 use medprob_data::{Label, StudyRecord};
 use medprob_encoders::MedProbModel;
 use medprob_metrics::corruption::{Corruption, SEVERITIES};
-use medprob_metrics::evaluate::{evaluate_retrieval, robustness_entry, EvaluationConfig, Scoring, Split};
+use medprob_metrics::evaluate::{
+    evaluate_retrieval, robustness_entry, EvaluationConfig, Scoring, Split,
+};
 use medprob_metrics::report::MethodReport;
 use medprob_metrics::zero_shot::{prompts, zero_shot, PromptScoring, FINDINGS};
 use ndarray::Array2;
@@ -44,16 +46,18 @@ impl Default for EvalOptions {
 /// The 14 CheXpert labels of a study as a bit mask (bit `c` = label `c` positive).
 pub fn label_mask(study: &StudyRecord) -> Option<u32> {
     study.labels.map(|l| {
-        l.iter()
-            .enumerate()
-            .fold(0u32, |m, (c, v)| m | (u32::from(*v == Label::Positive) << c))
+        l.iter().enumerate().fold(0u32, |m, (c, v)| {
+            m | (u32::from(*v == Label::Positive) << c)
+        })
     })
 }
 
 /// Zero-shot ground truth for one finding: positive; negative when negated or not
 /// mentioned; uncertain mentions are left out.
 fn finding_label(study: &StudyRecord, finding: &str) -> Option<bool> {
-    let c = medprob_data::CHEXPERT_LABELS.iter().position(|&l| l == finding)?;
+    let c = medprob_data::CHEXPERT_LABELS
+        .iter()
+        .position(|&l| l == finding)?;
     match study.labels?[c] {
         Label::Positive => Some(true),
         Label::Negative | Label::Blank => Some(false),
@@ -124,7 +128,9 @@ pub fn evaluate(
 
     if options.zero_shot && tl.is_some() {
         progress("zero-shot classification");
-        report.zero_shot = Some(zero_shot_report(model, tokenizer, config, test, &tst, &report, device)?);
+        report.zero_shot = Some(zero_shot_report(
+            model, tokenizer, config, test, &tst, &report, device,
+        )?);
     }
 
     let blocks = TopKOptions::default();
@@ -195,5 +201,11 @@ fn zero_shot_report(
     } else {
         PromptScoring::Cosine { temperature }
     };
-    Ok(zero_shot(&FINDINGS, pos.view(), neg.view(), labels.view(), scoring)?)
+    Ok(zero_shot(
+        &FINDINGS,
+        pos.view(),
+        neg.view(),
+        labels.view(),
+        scoring,
+    )?)
 }

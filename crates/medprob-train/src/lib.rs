@@ -14,6 +14,8 @@ pub mod error;
 pub mod evaluation;
 pub mod objective;
 pub mod optim;
+pub mod pipeline;
+pub mod retrieve;
 pub mod setup;
 pub mod trainer;
 

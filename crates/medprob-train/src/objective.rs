@@ -28,7 +28,11 @@ pub fn image_tensor(images: &[&[f32]], size: u32, device: &Device) -> Result<Ten
         ));
     }
     let flat: Vec<f32> = images.iter().flat_map(|i| i.iter().copied()).collect();
-    Ok(Tensor::from_vec(flat, (images.len(), channels, s, s), device)?)
+    Ok(Tensor::from_vec(
+        flat,
+        (images.len(), channels, s, s),
+        device,
+    )?)
 }
 
 /// Token ids and mask `[B, L]` for a list of texts.
@@ -98,18 +102,36 @@ impl Objective {
         };
         Ok(match self.method {
             Method::MedProbClip => {
-                let (a, b, c, d) = (gaussian(&e_i1)?, gaussian(&e_i2)?, gaussian(&e_t1)?, gaussian(&e_t2)?);
+                let (a, b, c, d) = (
+                    gaussian(&e_i1)?,
+                    gaussian(&e_i2)?,
+                    gaussian(&e_t1)?,
+                    gaussian(&e_t2)?,
+                );
                 let views = MultiView {
                     image1: &a,
                     image2: &b,
                     text1: &c,
                     text2: &d,
                 };
-                self.medprobclip.forward(&views, scale, shift, Some(&tg), step)?
+                self.medprobclip
+                    .forward(&views, scale, shift, Some(&tg), step)?
             }
             Method::Pcmepp => {
-                let one = self.pcmepp.forward(&gaussian(&e_i1)?, &gaussian(&e_t1)?, scale, shift, Some(&tg))?;
-                let two = self.pcmepp.forward(&gaussian(&e_i2)?, &gaussian(&e_t2)?, scale, shift, Some(&tg))?;
+                let one = self.pcmepp.forward(
+                    &gaussian(&e_i1)?,
+                    &gaussian(&e_t1)?,
+                    scale,
+                    shift,
+                    Some(&tg),
+                )?;
+                let two = self.pcmepp.forward(
+                    &gaussian(&e_i2)?,
+                    &gaussian(&e_t2)?,
+                    scale,
+                    shift,
+                    Some(&tg),
+                )?;
                 average(one, two)?
             }
             Method::Clip => {

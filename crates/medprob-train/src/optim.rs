@@ -70,17 +70,29 @@ impl OptimConfig {
                 return bad(f, v, "must lie in [0, 1)");
             }
         }
-        if !(self.eps > 0.0) {
+        if self.eps.is_nan() || self.eps <= 0.0 {
             return bad("eps", self.eps, "must be > 0");
         }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
-            return bad("warmup_fraction", self.warmup_fraction, "must lie in [0, 1)");
+            return bad(
+                "warmup_fraction",
+                self.warmup_fraction,
+                "must lie in [0, 1)",
+            );
         }
         if !(0.0..=1.0).contains(&self.min_lr_fraction) {
-            return bad("min_lr_fraction", self.min_lr_fraction, "must lie in [0, 1]");
+            return bad(
+                "min_lr_fraction",
+                self.min_lr_fraction,
+                "must lie in [0, 1]",
+            );
         }
         if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
-            return bad("grad_clip", self.grad_clip, "must be ≥ 0 (0 turns clipping off)");
+            return bad(
+                "grad_clip",
+                self.grad_clip,
+                "must be ≥ 0 (0 turns clipping off)",
+            );
         }
         if self.accumulation == 0 {
             return bad("accumulation", 0.0, "must be ≥ 1");
@@ -225,7 +237,11 @@ impl AdamW {
                     .get(&format!("{which}.{}", s.name))
                     .ok_or_else(|| bad(format!("no {which} moment for {}", s.name)))?;
                 if t.dims() != s.var.dims() {
-                    return Err(bad(format!("{which} moment of {} has shape {:?}", s.name, t.dims())));
+                    return Err(bad(format!(
+                        "{which} moment of {} has shape {:?}",
+                        s.name,
+                        t.dims()
+                    )));
                 }
                 *dst = t.to_device(s.var.device())?;
             }
@@ -246,7 +262,10 @@ pub fn collect_grads(vars: &[(String, Var)], grads: &GradStore) -> BTreeMap<Stri
 }
 
 /// Add `more` into `sum` (gradient accumulation).
-pub fn accumulate(sum: &mut BTreeMap<String, Tensor>, more: BTreeMap<String, Tensor>) -> Result<()> {
+pub fn accumulate(
+    sum: &mut BTreeMap<String, Tensor>,
+    more: BTreeMap<String, Tensor>,
+) -> Result<()> {
     for (k, g) in more {
         let next = match sum.remove(&k) {
             Some(s) => (s + g)?,
@@ -307,15 +326,24 @@ mod tests {
         // Half-way through the cosine: 0.5.
         assert!((c.lr_at(55, 100) - 0.5).abs() < 1e-12);
         assert!(c.lr_at(99, 100) < 0.001);
-        let floor = OptimConfig { min_lr_fraction: 0.1, ..c };
+        let floor = OptimConfig {
+            min_lr_fraction: 0.1,
+            ..c
+        };
         assert!((floor.lr_at(100, 100) - 0.1).abs() < 1e-12);
     }
 
     #[test]
     fn clipping_scales_to_the_global_norm() {
         let mut g = BTreeMap::new();
-        g.insert("a".to_string(), Tensor::new(&[3.0f32, 0.0], &Device::Cpu).unwrap());
-        g.insert("b".to_string(), Tensor::new(&[[4.0f32]], &Device::Cpu).unwrap());
+        g.insert(
+            "a".to_string(),
+            Tensor::new(&[3.0f32, 0.0], &Device::Cpu).unwrap(),
+        );
+        g.insert(
+            "b".to_string(),
+            Tensor::new(&[[4.0f32]], &Device::Cpu).unwrap(),
+        );
         let before = clip_global_norm(&mut g, 1.0).unwrap();
         assert!((before - 5.0).abs() < 1e-6);
         assert!((global_norm(&g).unwrap() - 1.0).abs() < 1e-5);
@@ -335,16 +363,29 @@ mod tests {
             weight_decay: 0.5,
             ..OptimConfig::default()
         };
-        let mut opt = AdamW::new(vec![("w".into(), w.clone()), ("b".into(), b.clone())], cfg).unwrap();
+        let mut opt =
+            AdamW::new(vec![("w".into(), w.clone()), ("b".into(), b.clone())], cfg).unwrap();
         assert_eq!(opt.decayed(), vec!["w"]);
         let mut g = BTreeMap::new();
-        g.insert("w".to_string(), Tensor::new(&[[0.2f32, -0.4]], &Device::Cpu).unwrap());
-        g.insert("b".to_string(), Tensor::new(&[1.0f32], &Device::Cpu).unwrap());
+        g.insert(
+            "w".to_string(),
+            Tensor::new(&[[0.2f32, -0.4]], &Device::Cpu).unwrap(),
+        );
+        g.insert(
+            "b".to_string(),
+            Tensor::new(&[1.0f32], &Device::Cpu).unwrap(),
+        );
         opt.step(&g, 0.1).unwrap();
         // First step: m̂ = g, v̂ = g², update = g/(|g| + eps) ≈ sign(g).
         let w1 = w.as_tensor().to_vec2::<f32>().unwrap();
-        assert!((w1[0][0] - (1.0 * (1.0 - 0.05) - 0.1)).abs() < 1e-5, "{w1:?}");
-        assert!((w1[0][1] - (-2.0 * (1.0 - 0.05) + 0.1)).abs() < 1e-5, "{w1:?}");
+        assert!(
+            (w1[0][0] - (1.0 * (1.0 - 0.05) - 0.1)).abs() < 1e-5,
+            "{w1:?}"
+        );
+        assert!(
+            (w1[0][1] - (-2.0 * (1.0 - 0.05) + 0.1)).abs() < 1e-5,
+            "{w1:?}"
+        );
         let b1 = b.as_tensor().to_vec1::<f32>().unwrap();
         assert!((b1[0] - 0.4).abs() < 1e-5, "no decay on a bias: {b1:?}");
     }
@@ -354,7 +395,10 @@ mod tests {
         let w = Var::new(&[[1.0f32, 2.0]], &Device::Cpu).unwrap();
         let mut opt = AdamW::new(vec![("w".into(), w.clone())], OptimConfig::default()).unwrap();
         let mut g = BTreeMap::new();
-        g.insert("w".to_string(), Tensor::new(&[[0.3f32, 0.1]], &Device::Cpu).unwrap());
+        g.insert(
+            "w".to_string(),
+            Tensor::new(&[[0.3f32, 0.1]], &Device::Cpu).unwrap(),
+        );
         opt.step(&g, 0.01).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("opt.safetensors");
@@ -366,7 +410,12 @@ mod tests {
             other.slots[0].v.to_vec2::<f32>().unwrap(),
             opt.slots[0].v.to_vec2::<f32>().unwrap()
         );
-        let e = OptimConfig { lr: -1.0, ..OptimConfig::default() }.validate().unwrap_err();
+        let e = OptimConfig {
+            lr: -1.0,
+            ..OptimConfig::default()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("optim.lr"), "{e}");
     }
 }

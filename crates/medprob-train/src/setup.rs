@@ -73,7 +73,12 @@ pub fn build_tokenizer(config: &TrainConfig, train: &[StudyRecord]) -> Result<Re
                 .iter()
                 .flat_map(|s| [s.findings.as_str(), s.impression.as_str()])
                 .filter(|t| !t.trim().is_empty());
-            Ok(ReportTokenizer::train_wordpiece(corpus, *vocab_size, 2, max)?)
+            Ok(ReportTokenizer::train_wordpiece(
+                corpus,
+                *vocab_size,
+                2,
+                max,
+            )?)
         }
         TextSpec::Pretrained { source } => {
             let folder = pretrained_folder(source)?;
@@ -87,7 +92,11 @@ pub fn build_tokenizer(config: &TrainConfig, train: &[StudyRecord]) -> Result<Re
 }
 
 /// A fresh model for the method (pretrained weights loaded where configured).
-pub fn build_model(config: &TrainConfig, vocab_size: usize, device: &Device) -> Result<MedProbModel> {
+pub fn build_model(
+    config: &TrainConfig,
+    vocab_size: usize,
+    device: &Device,
+) -> Result<MedProbModel> {
     let (text, pretrained) = match &config.model.text {
         TextSpec::Tiny {
             hidden_size,
@@ -177,12 +186,22 @@ pub fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
         workers: config.data.workers,
         shuffle: train,
         drop_last: train,
-        cache_side: config.data.cache_images.then_some(2 * config.data.image_size),
+        cache_side: config
+            .data
+            .cache_images
+            .then_some(2 * config.data.image_size),
         ..LoaderConfig::default()
     }
 }
 
 /// A loader over `studies`.
-pub fn loader(config: &TrainConfig, studies: Vec<StudyRecord>, train: bool) -> Result<Arc<StudyLoader>> {
-    Ok(Arc::new(StudyLoader::new(studies, loader_config(config, train))?))
+pub fn loader(
+    config: &TrainConfig,
+    studies: Vec<StudyRecord>,
+    train: bool,
+) -> Result<Arc<StudyLoader>> {
+    Ok(Arc::new(StudyLoader::new(
+        studies,
+        loader_config(config, train),
+    )?))
 }

@@ -85,13 +85,19 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
         if &saved != config {
             return Err(TrainError::config(
                 "(resume)",
-                format!("the config differs from the one saved in {}; resume with the same settings", config_path.display()),
+                format!(
+                    "the config differs from the one saved in {}; resume with the same settings",
+                    config_path.display()
+                ),
             ));
         }
     } else if latest.is_some() {
         return Err(TrainError::config(
             "out",
-            format!("{} already holds a run: pass --resume to continue it, or choose another --out", out.display()),
+            format!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                out.display()
+            ),
         ));
     }
     medprob_core::fs::write_atomic(&config_path, config_json.as_bytes())
@@ -134,7 +140,11 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
     if batches == 0 {
         return Err(TrainError::config(
             "batch_size",
-            format!("{} exceeds the {} training studies", config.batch_size, train_loader.len()),
+            format!(
+                "{} exceeds the {} training studies",
+                config.batch_size,
+                train_loader.len()
+            ),
         ));
     }
     let steps_per_epoch = batches.div_ceil(acc);
@@ -305,12 +315,18 @@ fn save_latest(
     state: &TrainState,
     tokenizer: &Path,
 ) -> Result<()> {
-    checkpoint::publish(root, "LATEST", "step-", &format!("step-{:07}", state.step), |dir| {
-        model.save(dir)?;
-        optimizer.save(&dir.join("optimizer.safetensors"))?;
-        copy(tokenizer, &dir.join("tokenizer.json"))?;
-        checkpoint::save_state(dir, state)
-    })?;
+    checkpoint::publish(
+        root,
+        "LATEST",
+        "step-",
+        &format!("step-{:07}", state.step),
+        |dir| {
+            model.save(dir)?;
+            optimizer.save(&dir.join("optimizer.safetensors"))?;
+            copy(tokenizer, &dir.join("tokenizer.json"))?;
+            checkpoint::save_state(dir, state)
+        },
+    )?;
     Ok(())
 }
 
@@ -322,7 +338,14 @@ pub fn validate(
     config: &TrainConfig,
     device: &Device,
 ) -> Result<RetrievalReport> {
-    let e = embed_split(model, tokenizer, loader, config.data.image_size, None, device)?;
+    let e = embed_split(
+        model,
+        tokenizer,
+        loader,
+        config.data.image_size,
+        None,
+        device,
+    )?;
     let opts = medprob_core::TopKOptions::default();
     let d = config.distance();
     let i2t = rank_queries(d, &e.images, &e.study_ids, &e.texts, &e.study_ids, &opts)?;

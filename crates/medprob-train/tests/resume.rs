@@ -78,7 +78,16 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
     let m = MedProbModel::load(dir, &Device::Cpu).unwrap();
     m.all_vars()
         .into_iter()
-        .map(|(n, v)| (n, v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .map(|(n, v)| {
+            (
+                n,
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -88,8 +97,17 @@ fn assert_same_weights(a: &Path, b: &Path) {
     assert_eq!(wa.len(), wb.len());
     for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);
-        let diff = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        assert!(va == vb, "{na} differs between {} and {} (max |Δ| = {diff})", a.display(), b.display());
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            va == vb,
+            "{na} differs between {} and {} (max |Δ| = {diff})",
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -129,7 +147,13 @@ fn killed_mid_epoch_then_resumed_equals_uninterrupted() {
 
     // Kill after step 5 of 7 in epoch 1: the last checkpoint is at step 4, mid-epoch.
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_killed_run", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "child_killed_run",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("MEDPROB_TEST_CHILD_OUT", &b)
         .env("MEDPROB_TEST_CHILD_DATA", &csv)
         .env(ABORT_AFTER_STEP_ENV, "5")
@@ -150,7 +174,10 @@ fn killed_mid_epoch_then_resumed_equals_uninterrupted() {
 
     // The log has every step of both parts, and validation once per epoch.
     let log = std::fs::read_to_string(b.join("log.jsonl")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.contains("\"validation\"")).count(), 2);
+    assert_eq!(
+        log.lines().filter(|l| l.contains("\"validation\"")).count(),
+        2
+    );
 }
 
 #[test]
@@ -178,4 +205,57 @@ fn every_method_trains_and_bad_configs_fail_first() {
     let e = train(&cfg, false, QUIET).unwrap_err();
     assert!(e.to_string().contains("data.studies"), "{e}");
     assert!(!out.exists());
+}
+
+#[test]
+fn evaluation_is_deterministic_and_retrieval_answers() {
+    use medprob_metrics::corruption::Corruption;
+    use medprob_train::evaluation::EvalOptions;
+    use medprob_train::pipeline::evaluate_checkpoint;
+    use medprob_train::retrieve::{Query, Retriever};
+
+    let csv = dataset();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(Method::MedProbClip, &csv, &tmp.path().join("run"));
+    cfg.epochs = 1;
+    let trained = train(&cfg, false, QUIET).unwrap();
+    let options = EvalOptions {
+        corruptions: vec![Corruption::Rotation, Corruption::GaussianNoise],
+        ..EvalOptions::default()
+    };
+    let a = evaluate_checkpoint(&cfg, &cfg.out, &options, |_| {}).unwrap();
+    let b = evaluate_checkpoint(&cfg, &trained.best_checkpoint, &options, |_| {}).unwrap();
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
+    assert_eq!(a.robustness.len(), 1 + 2 * 5);
+    assert!(a.robustness[0].corruption.is_none());
+    let z = a.zero_shot.as_ref().expect("SynthCXR has labels");
+    assert_eq!(z.classes.len(), 13);
+    assert!(!a.selective.is_empty() && !a.risk_coverage.is_empty());
+    assert_eq!(a.label_retrieval.len(), 3);
+
+    let r = Retriever::new(&cfg, &cfg.out, medprob_data::Split::Test, 3, 0.5, 0.1).unwrap();
+    let studies = medprob_data::read_studies(&csv).unwrap();
+    let study = studies
+        .iter()
+        .find(|s| s.split == Some(medprob_data::Split::Test))
+        .unwrap();
+    let image = csv.parent().unwrap().join(&study.image_paths[0]);
+    let ans = r.query(&Query::Image(image)).unwrap();
+    assert_eq!(ans.hits.len(), 3);
+    assert!(ans.hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+    assert!(ans
+        .hits
+        .iter()
+        .all(|h| (0.0..=1.0).contains(&h.probability)));
+    assert!(ans.uncertainty.is_some_and(|u| u > 0.0));
+    assert!(ans.guarantee.contains("with probability"));
+    let ans = r.query(&Query::Report(study.impression.clone())).unwrap();
+    assert!(ans.hits.iter().all(|h| h.item.ends_with(".png")));
+    let e = r
+        .query(&Query::Image(tmp.path().join("missing.png")))
+        .unwrap_err();
+    assert!(e.to_string().contains("missing.png"), "{e}");
 }

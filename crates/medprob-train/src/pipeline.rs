@@ -1,0 +1,123 @@
+//! The whole comparison: train each method on the same data, evaluate each with the full
+//! suite on the same test split, and write `metrics.json`, `report.md` and the plots.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use medprob_data::tokenize::ReportTokenizer;
+use medprob_encoders::MedProbModel;
+use medprob_metrics::report::{EvaluationReport, MethodReport};
+
+use crate::checkpoint;
+use crate::config::{Method, TrainConfig};
+use crate::error::{Result, TrainError};
+use crate::evaluation::{evaluate, EvalOptions};
+use crate::setup::{loader, read_splits};
+use crate::trainer::{train, Verbosity};
+
+/// The checkpoint folder behind `path`: a checkpoint itself (holds `model.safetensors`),
+/// or a run folder whose best checkpoint is taken.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join("model.safetensors").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    for root in [path.join("checkpoints"), path.to_path_buf()] {
+        if let Some(best) = checkpoint::resolve(&root, "BEST")? {
+            return Ok(best);
+        }
+    }
+    Err(TrainError::Input {
+        path: path.to_path_buf(),
+        reason: "neither a checkpoint (model.safetensors, config.json) nor a run folder with checkpoints/BEST".into(),
+    })
+}
+
+/// Load a checkpoint's model and its tokenizer.
+pub fn load_checkpoint(
+    dir: &Path,
+    max_tokens: usize,
+    device: &Device,
+) -> Result<(MedProbModel, ReportTokenizer)> {
+    let dir = resolve_checkpoint(dir)?;
+    let model = MedProbModel::load(&dir, device)?;
+    let tok = dir.join("tokenizer.json");
+    if !tok.is_file() {
+        return Err(TrainError::Input {
+            path: tok,
+            reason: "the checkpoint has no tokenizer.json beside its weights".into(),
+        });
+    }
+    Ok((model, ReportTokenizer::from_file(&tok, max_tokens)?))
+}
+
+/// Evaluate a checkpoint on the validation and test splits of `config.data.studies`.
+pub fn evaluate_checkpoint(
+    config: &TrainConfig,
+    checkpoint: &Path,
+    options: &EvalOptions,
+    progress: impl FnMut(&str),
+) -> Result<MethodReport> {
+    let device = config.device.device()?;
+    let (model, tokenizer) = load_checkpoint(checkpoint, config.data.max_tokens, &device)?;
+    let splits = read_splits(&config.data.studies)?;
+    if splits.test.is_empty() {
+        return Err(TrainError::Input {
+            path: config.data.studies.clone(),
+            reason: "no study has split = test".into(),
+        });
+    }
+    let val = loader(config, splits.validate, false)?;
+    let test = loader(config, splits.test, false)?;
+    evaluate(
+        &model, &tokenizer, config, &val, &test, options, &device, progress,
+    )
+}
+
+/// Train (or finish training) every method in `methods` from `base` into
+/// `out/<method>/`, then evaluate each on the test split.
+pub fn compare(
+    base: &TrainConfig,
+    methods: &[Method],
+    options: &EvalOptions,
+    out: &Path,
+    verbosity: Verbosity,
+) -> Result<Vec<MethodReport>> {
+    let mut reports = Vec::with_capacity(methods.len());
+    for &method in methods {
+        let config = TrainConfig {
+            method,
+            out: out.join(method.key()),
+            ..base.clone()
+        };
+        let resume = checkpoint::resolve(&config.out.join("checkpoints"), "LATEST")?.is_some();
+        let trained = train(&config, resume, verbosity)?;
+        if verbosity.progress {
+            println!(
+                "{}: best validation RSUM {:.2} at epoch {} ({} steps, {:.0} s)",
+                method.display_name(),
+                trained.best_rsum,
+                trained.best_epoch,
+                trained.steps,
+                trained.seconds
+            );
+        }
+        let report = evaluate_checkpoint(&config, &trained.best_checkpoint, options, |what| {
+            if verbosity.progress {
+                println!("{}: {what}", method.display_name());
+            }
+        })?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Write `metrics.json`, the plots (PNG) and `report.md` into `out`; `reference` is the
+/// method whose losses the report lists.
+pub fn write_report(report: &EvaluationReport, out: &Path, reference: Option<&str>) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    report.save_json(&out.join("metrics.json"))?;
+    let plots = report.write_plots(out, "png")?;
+    let md = report.to_markdown(reference, &plots);
+    let path = out.join("report.md");
+    medprob_core::fs::write_atomic(&path, md.as_bytes()).map_err(|e| TrainError::io(&path, e))
+}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use medprob::metrics::report::EvaluationReport;
 use medprob::train::evaluation::EvalOptions;
-use medprob::train::pipeline::{evaluate_checkpoint, write_report};
+use medprob::train::pipeline::{evaluate_checkpoint, run_config, write_report};
 use medprob::train::TrainConfig;
 
 #[derive(Parser)]
@@ -37,28 +37,15 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config_path = match &args.config {
-        Some(p) => p.clone(),
-        None => args
-            .checkpoint
-            .ancestors()
-            .map(|a| a.join("config.json"))
-            .find(|p| p.is_file() && p.parent().is_some_and(|d| d.join("log.jsonl").exists()))
-            .ok_or("no run config.json found above --checkpoint; pass --config")?,
+    let mut config = match &args.config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => run_config(&args.checkpoint)?,
     };
-    let mut config = TrainConfig::from_file(&config_path)?;
     if let Some(s) = args.studies {
         config.data.studies = s;
         config.data.image_root = None;
     }
-    let options = EvalOptions {
-        corruptions: if args.no_robustness {
-            Vec::new()
-        } else {
-            EvalOptions::default().corruptions
-        },
-        ..EvalOptions::default()
-    };
+    let options = EvalOptions::with_robustness(!args.no_robustness);
     let method = evaluate_checkpoint(&config, &args.checkpoint, &options, |what| {
         println!("{what}")
     })?;

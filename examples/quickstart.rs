@@ -83,14 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..defaults
     };
     base.data.studies = csv;
-    let options = EvalOptions {
-        corruptions: if args.no_robustness {
-            Vec::new()
-        } else {
-            EvalOptions::default().corruptions
-        },
-        ..EvalOptions::default()
-    };
+    let options = EvalOptions::with_robustness(!args.no_robustness);
     let verbosity = Verbosity {
         progress: !args.quiet,
         print_config: false,

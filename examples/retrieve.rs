@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use medprob::data::Split;
+use medprob::train::pipeline::run_config;
 use medprob::train::retrieve::{Query, Retriever};
-use medprob::train::TrainConfig;
 
 #[derive(Parser)]
 #[command(
@@ -53,13 +53,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (None, Some(t)) => Query::Report(t.clone()),
         _ => return Err("give --image or --report".into()),
     };
-    let config_path = args
-        .checkpoint
-        .ancestors()
-        .map(|a| a.join("config.json"))
-        .find(|p| p.is_file() && p.parent().is_some_and(|d| d.join("log.jsonl").exists()))
-        .ok_or("no run config.json found above --checkpoint")?;
-    let mut config = TrainConfig::from_file(&config_path)?;
+    let mut config = run_config(&args.checkpoint)?;
     if let Some(s) = args.studies {
         config.data.studies = s;
         config.data.image_root = None;

@@ -15,6 +15,8 @@ pub struct ProbabilisticHead {
     proj: Linear,
     dim: usize,
     clamp: LogVarianceClamp,
+    normalize_mean: bool,
+    log_variance_offset: f64,
 }
 
 impl ProbabilisticHead {
@@ -24,16 +26,36 @@ impl ProbabilisticHead {
             proj: candle_nn::linear(in_dim, 2 * dim, vb.pp("proj"))?,
             dim,
             clamp,
+            normalize_mean: false,
+            log_variance_offset: 0.0,
         })
+    }
+
+    /// L2-normalise the means (PCME++ does; MedProbCLIP does not, SPEC §1) and add a
+    /// constant to the log-variance before the clamp (where training should start from
+    /// small variances: `v = offset + proj(x)`).
+    pub fn with_options(mut self, normalize_mean: bool, log_variance_offset: f64) -> Self {
+        self.normalize_mean = normalize_mean;
+        self.log_variance_offset = log_variance_offset;
+        self
     }
 
     /// `[B, in_dim]` → mean and clamped log-variance, each `[B, dim]`.
     pub fn forward(&self, features: &Tensor) -> Result<GaussianTensor> {
         let out = self.proj.forward(features)?;
-        let mean = out.narrow(D::Minus1, 0, self.dim)?;
-        let log_var = self
-            .clamp
-            .apply_tensor(&out.narrow(D::Minus1, self.dim, self.dim)?)?;
+        let mut mean = out.narrow(D::Minus1, 0, self.dim)?;
+        if self.normalize_mean {
+            let norm = mean
+                .sqr()?
+                .sum_keepdim(D::Minus1)?
+                .affine(1.0, 1e-12)?
+                .sqrt()?;
+            mean = mean.broadcast_div(&norm)?;
+        }
+        let log_var = self.clamp.apply_tensor(
+            &out.narrow(D::Minus1, self.dim, self.dim)?
+                .affine(1.0, self.log_variance_offset)?,
+        )?;
         Ok(GaussianTensor::new(
             mean.contiguous()?,
             log_var.contiguous()?,

@@ -95,6 +95,12 @@ pub struct ModelConfig {
     pub method: String,
     /// File name of the tokenizer saved beside the checkpoint, if any.
     pub tokenizer: Option<String>,
+    /// L2-normalise the means of probabilistic heads (PCME++).
+    #[serde(default)]
+    pub normalize_mean: bool,
+    /// Constant added to the heads' log-variances (start from small variances).
+    #[serde(default)]
+    pub log_variance_offset: f64,
 }
 
 /// An embedded batch.
@@ -155,9 +161,10 @@ impl MedProbModel {
         let heads = match config.head {
             HeadKind::Probabilistic => {
                 let c = LogVarianceClamp::default();
+                let (n, o) = (config.normalize_mean, config.log_variance_offset);
                 Heads::Probabilistic(
-                    ProbabilisticHead::new(fi, d, c, vb.pp("image_head"))?,
-                    ProbabilisticHead::new(ft, d, c, vb.pp("text_head"))?,
+                    ProbabilisticHead::new(fi, d, c, vb.pp("image_head"))?.with_options(n, o),
+                    ProbabilisticHead::new(ft, d, c, vb.pp("text_head"))?.with_options(n, o),
                 )
             }
             HeadKind::Deterministic => Heads::Deterministic(

@@ -37,6 +37,46 @@ fn config(head: HeadKind) -> ModelConfig {
         seed: 11,
         method: "medprobclip".into(),
         tokenizer: None,
+        normalize_mean: false,
+        log_variance_offset: 0.0,
+    }
+}
+
+#[test]
+fn probabilistic_head_options_normalise_and_shift() {
+    let dev = Device::Cpu;
+    let (images, _, _) = inputs(&dev);
+    let plain = MedProbModel::new(config(HeadKind::Probabilistic), &dev).unwrap();
+    let shaped = MedProbModel::new(
+        ModelConfig {
+            normalize_mean: true,
+            log_variance_offset: -2.0,
+            ..config(HeadKind::Probabilistic)
+        },
+        &dev,
+    )
+    .unwrap();
+    let (Embedded::Gaussian(a), Embedded::Gaussian(b)) = (
+        plain.encode_images(&images, false).unwrap(),
+        shaped.encode_images(&images, false).unwrap(),
+    ) else {
+        panic!("probabilistic heads give Gaussian embeddings");
+    };
+    let norms = b
+        .mean
+        .sqr()
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
+    let (va, vb) = (
+        a.log_var.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        b.log_var.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    for (x, y) in va.iter().zip(&vb) {
+        assert!((x - 2.0 - y).abs() < 1e-5, "{x} {y}");
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::{MetricsError, Result};
 /// # Ok::<(), medprob_metrics::MetricsError>(())
 /// ```
 pub fn auroc(scores: &[f64], labels: &[bool]) -> Result<Option<f64>> {
-    crate::ranking::check_len("auroc: labels", scores.len(), labels.len())?;
+    crate::check::len("auroc: labels", scores.len(), labels.len())?;
     if let Some((i, &s)) = scores.iter().enumerate().find(|(_, s)| s.is_nan()) {
         return Err(MetricsError::BadValue {
             what: "auroc: score",

@@ -187,7 +187,7 @@ pub(crate) fn equal_mass_chunks(n: usize, bins: usize) -> Vec<Range<usize>> {
 }
 
 fn check(p: &[f64], correct: &[bool]) -> Result<()> {
-    crate::ranking::check_len("calibration: outcomes", p.len(), correct.len())?;
+    crate::check::len("calibration: outcomes", p.len(), correct.len())?;
     if p.is_empty() {
         return Err(MetricsError::Empty {
             what: "calibration",

@@ -46,12 +46,12 @@ pub fn label_retrieval(
     zetas: &[u32],
     options: &TopKOptions,
 ) -> Result<Vec<LabelRetrieval>> {
-    crate::ranking::check_len(
+    crate::check::len(
         "label_retrieval: query labels",
         queries.len(),
         query_labels.len(),
     )?;
-    crate::ranking::check_len(
+    crate::check::len(
         "label_retrieval: gallery labels",
         gallery.len(),
         gallery_labels.len(),

@@ -22,6 +22,7 @@
 
 pub mod auroc;
 pub mod calibration;
+mod check;
 pub mod confidence;
 pub mod corruption;
 pub mod error;

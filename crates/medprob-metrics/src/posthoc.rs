@@ -61,7 +61,7 @@ impl Platt {
 }
 
 fn fit(s: &[f64], y: &[bool], with_shift: bool) -> Result<Platt> {
-    crate::ranking::check_len("Platt::fit: outcomes", s.len(), y.len())?;
+    crate::check::len("Platt::fit: outcomes", s.len(), y.len())?;
     if s.is_empty() {
         return Err(MetricsError::Empty {
             what: "Platt::fit",

@@ -64,8 +64,8 @@ pub fn rank_queries<K: Ord + Sync>(
     gallery_keys: &[K],
     options: &TopKOptions,
 ) -> Result<Vec<QueryRank>> {
-    check_len("rank_queries: query keys", queries.len(), query_keys.len())?;
-    check_len(
+    crate::check::len("rank_queries: query keys", queries.len(), query_keys.len())?;
+    crate::check::len(
         "rank_queries: gallery keys",
         gallery.len(),
         gallery_keys.len(),
@@ -331,16 +331,6 @@ fn next_up(x: f32) -> f32 {
     } else {
         x
     }
-}
-
-pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
-    if expected != got {
-        return Err(MetricsError::Length {
-            what,
-            detail: format!("{got} entries for {expected} items"),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

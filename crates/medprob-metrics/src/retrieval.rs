@@ -122,7 +122,7 @@ pub fn recall_by_bins(
     k: usize,
     bins: usize,
 ) -> Result<Vec<(f64, f64, usize)>> {
-    crate::ranking::check_len("recall_by_bins: scores", ranks.len(), score.len())?;
+    crate::check::len("recall_by_bins: scores", ranks.len(), score.len())?;
     if bins == 0 {
         return Err(MetricsError::InvalidParameter {
             name: "bins",

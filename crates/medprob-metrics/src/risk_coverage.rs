@@ -8,7 +8,7 @@
 //! expected curve over a random order within ties — and a constant confidence gives a flat
 //! curve rather than one that depends on input order.
 
-use crate::error::{MetricsError, Result};
+use crate::error::Result;
 
 /// The coverages of a selective-retrieval table: 100 %, 90 %, …, 10 %.
 pub const TABLE_COVERAGES: [f64; 10] = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1];
@@ -35,33 +35,7 @@ impl RiskCoverage {
     /// # Ok::<(), medprob_metrics::MetricsError>(())
     /// ```
     pub fn new(confidence: &[f64], loss: &[f64]) -> Result<Self> {
-        crate::ranking::check_len("RiskCoverage: losses", confidence.len(), loss.len())?;
-        if confidence.is_empty() {
-            return Err(MetricsError::Empty {
-                what: "RiskCoverage",
-                detail: "no queries",
-            });
-        }
-        if let Some((i, &c)) = confidence.iter().enumerate().find(|(_, c)| c.is_nan()) {
-            return Err(MetricsError::BadValue {
-                what: "RiskCoverage: confidence",
-                index: i,
-                value: c,
-                reason: "NaN cannot be ordered",
-            });
-        }
-        if let Some((i, &l)) = loss
-            .iter()
-            .enumerate()
-            .find(|(_, l)| !(0.0..=1.0).contains(*l))
-        {
-            return Err(MetricsError::BadValue {
-                what: "RiskCoverage: loss",
-                index: i,
-                value: l,
-                reason: "losses must lie in [0, 1]",
-            });
-        }
+        crate::check::confidence_and_loss("RiskCoverage", confidence, loss)?;
         let mut order: Vec<usize> = (0..confidence.len()).collect();
         order.sort_by(|&a, &b| confidence[b].total_cmp(&confidence[a]));
         let mut ordered = Vec::with_capacity(order.len());

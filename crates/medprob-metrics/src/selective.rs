@@ -229,34 +229,7 @@ pub fn clopper_pearson_upper(errors: usize, trials: usize, level: f64) -> f64 {
 }
 
 fn check(confidence: &[f64], loss: &[f64], what: &'static str) -> Result<()> {
-    crate::ranking::check_len(what, confidence.len(), loss.len())?;
-    if confidence.is_empty() {
-        return Err(MetricsError::Empty {
-            what,
-            detail: "no calibration queries",
-        });
-    }
-    if let Some((i, &c)) = confidence.iter().enumerate().find(|(_, c)| c.is_nan()) {
-        return Err(MetricsError::BadValue {
-            what,
-            index: i,
-            value: c,
-            reason: "a NaN confidence cannot be thresholded",
-        });
-    }
-    if let Some((i, &l)) = loss
-        .iter()
-        .enumerate()
-        .find(|(_, l)| !(0.0..=1.0).contains(*l))
-    {
-        return Err(MetricsError::BadValue {
-            what,
-            index: i,
-            value: l,
-            reason: "losses must lie in [0, 1]",
-        });
-    }
-    Ok(())
+    crate::check::confidence_and_loss(what, confidence, loss)
 }
 
 fn check_level(name: &'static str, value: f64) -> Result<()> {

@@ -150,6 +150,11 @@ pub struct ModelSpec {
     pub embed_dim: usize,
     /// Pretrained image weights (safetensors with the backbone's names), if any.
     pub image_weights: Option<PathBuf>,
+    /// L2-normalise the means of Gaussian embeddings (default: PCME++ yes, MedProbCLIP no,
+    /// as their reference code does).
+    pub normalize_mean: Option<bool>,
+    /// Constant added to the heads' log-variances, so training starts from small variances.
+    pub log_variance_offset: f64,
 }
 
 impl Default for ModelSpec {
@@ -173,6 +178,8 @@ impl Default for ModelSpec {
             text_pooling: Pooling::Mean,
             embed_dim: 64,
             image_weights: None,
+            normalize_mean: None,
+            log_variance_offset: 0.0,
         }
     }
 }

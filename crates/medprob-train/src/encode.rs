@@ -71,6 +71,29 @@ pub fn embed_split(
     corruption: Option<(Corruption, u8)>,
     device: &Device,
 ) -> Result<SplitEmbeddings> {
+    embed(model, Some(tokenizer), loader, size, corruption, device)
+}
+
+/// Embed only the images (`texts` is left empty): the robustness sweep re-encodes images
+/// under each corruption against the clean reports it already has.
+pub fn embed_images(
+    model: &MedProbModel,
+    loader: &StudyLoader,
+    size: u32,
+    corruption: Option<(Corruption, u8)>,
+    device: &Device,
+) -> Result<SplitEmbeddings> {
+    embed(model, None, loader, size, corruption, device)
+}
+
+fn embed(
+    model: &MedProbModel,
+    tokenizer: Option<&ReportTokenizer>,
+    loader: &StudyLoader,
+    size: u32,
+    corruption: Option<(Corruption, u8)>,
+    device: &Device,
+) -> Result<SplitEmbeddings> {
     let batches = loader.len().div_ceil(loader.config().batch_size.max(1));
     let (mut images, mut texts) = (Vec::new(), Vec::new());
     let (mut ids, mut index) = (Vec::new(), Vec::new());
@@ -92,9 +115,11 @@ pub fn embed_split(
         let refs: Vec<&[f32]> = pixels.iter().map(|p| p.as_slice()).collect();
         let x: Tensor = image_tensor(&refs, size, device)?;
         images.push(to_gaussian(&model.encode_images(&x, false)?)?);
-        let text: Vec<&str> = items.iter().map(|it| it.text.as_str()).collect();
-        let (tok, mask) = text_tensors(tokenizer, &text, device)?;
-        texts.push(to_gaussian(&model.encode_texts(&tok, &mask, false)?)?);
+        if let Some(tokenizer) = tokenizer {
+            let text: Vec<&str> = items.iter().map(|it| it.text.as_str()).collect();
+            let (tok, mask) = text_tensors(tokenizer, &text, device)?;
+            texts.push(to_gaussian(&model.encode_texts(&tok, &mask, false)?)?);
+        }
         ids.extend(items.iter().map(|it| it.study_id.clone()));
         index.extend(items.iter().map(|it| it.study_index));
     }

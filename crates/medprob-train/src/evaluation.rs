@@ -18,7 +18,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
-use crate::encode::{embed_split, embed_texts, SplitEmbeddings};
+use crate::encode::{embed_images, embed_split, embed_texts, SplitEmbeddings};
 use crate::error::Result;
 
 /// What to evaluate beyond retrieval.
@@ -39,6 +39,21 @@ impl Default for EvalOptions {
             metrics: EvaluationConfig::default(),
             zero_shot: true,
             corruptions: Corruption::ALL.to_vec(),
+        }
+    }
+}
+
+impl EvalOptions {
+    /// The defaults, with or without the robustness sweep.
+    pub fn with_robustness(robustness: bool) -> Self {
+        let d = Self::default();
+        Self {
+            corruptions: if robustness {
+                d.corruptions
+            } else {
+                Vec::new()
+            },
+            ..d
         }
     }
 }
@@ -147,7 +162,7 @@ pub fn evaluate(
     for &c in &options.corruptions {
         progress(&format!("robustness: {}", c.name()));
         for s in SEVERITIES {
-            let e = embed_split(model, tokenizer, test, size, Some((c, s)), device)?;
+            let e = embed_images(model, test, size, Some((c, s)), device)?;
             report.robustness.push(robustness_entry(
                 Some((c, s)),
                 scoring,

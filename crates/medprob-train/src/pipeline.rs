@@ -32,6 +32,20 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     })
 }
 
+/// The config of the run a checkpoint belongs to: `config.json` of the nearest folder at or
+/// above it that also holds the run's `log.jsonl`.
+pub fn run_config(checkpoint: &Path) -> Result<TrainConfig> {
+    let path = checkpoint
+        .ancestors()
+        .map(|a| a.join("config.json"))
+        .find(|p| p.is_file() && p.parent().is_some_and(|d| d.join("log.jsonl").exists()))
+        .ok_or_else(|| TrainError::Input {
+            path: checkpoint.to_path_buf(),
+            reason: "no run config.json (beside a log.jsonl) at or above this checkpoint; pass the config explicitly".into(),
+        })?;
+    TrainConfig::from_file(&path)
+}
+
 /// Load a checkpoint's model and its tokenizer.
 pub fn load_checkpoint(
     dir: &Path,

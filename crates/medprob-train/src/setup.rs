@@ -145,6 +145,11 @@ pub fn build_model(
             seed: config.seed,
             method: config.method.key().to_string(),
             tokenizer: Some("tokenizer.json".into()),
+            normalize_mean: config
+                .model
+                .normalize_mean
+                .unwrap_or(config.method == Method::Pcmepp),
+            log_variance_offset: config.model.log_variance_offset,
         },
         device,
     )?;

@@ -264,7 +264,7 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
             "image_to_text": val.image_to_text.recall, "text_to_image": val.text_to_image.recall,
             "seconds": t0.elapsed().as_secs_f64(),
         }))?;
-        bar.println(format!(
+        let line = format!(
             "{} epoch {}/{}: validation RSUM {:.2} (i2t R@1 {:.2}, t2i R@1 {:.2})",
             config.method.display_name(),
             state.epoch,
@@ -272,7 +272,14 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
             val.rsum,
             val.image_to_text.recall_at(1).unwrap_or(f64::NAN),
             val.text_to_image.recall_at(1).unwrap_or(f64::NAN)
-        ));
+        );
+        if bar.is_hidden() {
+            if verbosity.progress {
+                println!("{line}");
+            }
+        } else {
+            bar.println(line);
+        }
         if val.rsum > state.best_rsum {
             state.best_rsum = val.rsum;
             state.best_epoch = state.epoch;

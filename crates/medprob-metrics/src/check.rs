@@ -1,0 +1,50 @@
+//! Input checks shared by the metrics: each names the argument and the index at fault.
+
+use crate::error::{MetricsError, Result};
+
+/// `got` entries where `expected` are needed.
+pub(crate) fn len(what: &'static str, expected: usize, got: usize) -> Result<()> {
+    if expected != got {
+        return Err(MetricsError::Length {
+            what,
+            detail: format!("{got} entries for {expected} items"),
+        });
+    }
+    Ok(())
+}
+
+/// Per-query confidences (no NaN: they must be ordered) and losses in `[0, 1]`, one each.
+pub(crate) fn confidence_and_loss(
+    what: &'static str,
+    confidence: &[f64],
+    loss: &[f64],
+) -> Result<()> {
+    len(what, confidence.len(), loss.len())?;
+    if confidence.is_empty() {
+        return Err(MetricsError::Empty {
+            what,
+            detail: "no queries",
+        });
+    }
+    if let Some((i, &c)) = confidence.iter().enumerate().find(|(_, c)| c.is_nan()) {
+        return Err(MetricsError::BadValue {
+            what,
+            index: i,
+            value: c,
+            reason: "a NaN confidence cannot be ordered",
+        });
+    }
+    if let Some((i, &l)) = loss
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !(0.0..=1.0).contains(*l))
+    {
+        return Err(MetricsError::BadValue {
+            what,
+            index: i,
+            value: l,
+            reason: "losses must lie in [0, 1]",
+        });
+    }
+    Ok(())
+}

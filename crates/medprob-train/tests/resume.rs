@@ -117,8 +117,10 @@ fn latest(out: &Path) -> PathBuf {
         .unwrap()
 }
 
-/// Run as a child process: train until the abort hook fires.
+/// Run only as the child process of the test below (hence ignored): train until the
+/// abort hook fires.
 #[test]
+#[ignore = "helper: runs inside the child process of killed_mid_epoch_then_resumed_equals_uninterrupted"]
 fn child_killed_run() {
     let Ok(out) = std::env::var("MEDPROB_TEST_CHILD_OUT") else {
         return; // only meaningful inside the child process
@@ -150,6 +152,7 @@ fn killed_mid_epoch_then_resumed_equals_uninterrupted() {
         .args([
             "--exact",
             "child_killed_run",
+            "--ignored",
             "--nocapture",
             "--test-threads",
             "1",

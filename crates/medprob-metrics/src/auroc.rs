@@ -28,21 +28,12 @@ pub fn auroc(scores: &[f64], labels: &[bool]) -> Result<Option<f64>> {
     if n_pos == 0 || n_neg == 0 {
         return Ok(None);
     }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (order, groups) = crate::check::tie_groups(scores, false);
     // Sum of the (1-based, mid-ranked) ranks of the positives.
     let mut rank_sum = 0.0;
-    let mut start = 0;
-    while start < order.len() {
-        let s = scores[order[start]];
-        let end = start
-            + order[start..]
-                .iter()
-                .take_while(|&&i| scores[i] == s)
-                .count();
-        let mid_rank = (start + 1 + end) as f64 / 2.0;
-        rank_sum += mid_rank * order[start..end].iter().filter(|&&i| labels[i]).count() as f64;
-        start = end;
+    for g in groups {
+        let mid_rank = (g.start + 1 + g.end) as f64 / 2.0;
+        rank_sum += mid_rank * order[g].iter().filter(|&&i| labels[i]).count() as f64;
     }
     let (p, n) = (n_pos as f64, n_neg as f64);
     Ok(Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n)))

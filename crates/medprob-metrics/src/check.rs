@@ -48,3 +48,30 @@ pub(crate) fn confidence_and_loss(
     }
     Ok(())
 }
+
+/// Indices of `values` sorted (ascending, or descending when `descending`), and the ranges
+/// of that order holding equal values: ties are what ranking metrics must treat alike.
+pub(crate) fn tie_groups(
+    values: &[f64],
+    descending: bool,
+) -> (Vec<usize>, Vec<std::ops::Range<usize>>) {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    if descending {
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    } else {
+        order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    }
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let v = values[order[start]];
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|&&i| values[i] == v)
+                .count();
+        groups.push(start..end);
+        start = end;
+    }
+    (order, groups)
+}

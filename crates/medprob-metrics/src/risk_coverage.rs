@@ -36,21 +36,11 @@ impl RiskCoverage {
     /// ```
     pub fn new(confidence: &[f64], loss: &[f64]) -> Result<Self> {
         crate::check::confidence_and_loss("RiskCoverage", confidence, loss)?;
-        let mut order: Vec<usize> = (0..confidence.len()).collect();
-        order.sort_by(|&a, &b| confidence[b].total_cmp(&confidence[a]));
+        let (order, groups) = crate::check::tie_groups(confidence, true);
         let mut ordered = Vec::with_capacity(order.len());
-        let mut start = 0;
-        while start < order.len() {
-            let c = confidence[order[start]];
-            let end = start
-                + order[start..]
-                    .iter()
-                    .take_while(|&&i| confidence[i] == c)
-                    .count();
-            let mean =
-                order[start..end].iter().map(|&i| loss[i]).sum::<f64>() / (end - start) as f64;
-            ordered.extend(std::iter::repeat_n(mean, end - start));
-            start = end;
+        for g in groups {
+            let mean = order[g.clone()].iter().map(|&i| loss[i]).sum::<f64>() / g.len() as f64;
+            ordered.extend(std::iter::repeat_n(mean, g.len()));
         }
         let mut best = loss.to_vec();
         best.sort_by(f64::total_cmp);

@@ -130,18 +130,12 @@ pub fn conformal_risk_control(confidence: &[f64], loss: &[f64], alpha: f64) -> R
     if budget < 0.0 {
         return Ok(Selector::ABSTAIN);
     }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| confidence[b].total_cmp(&confidence[a]));
+    let (order, groups) = crate::check::tie_groups(confidence, true);
     let mut best = Selector::ABSTAIN;
-    let (mut sum, mut start) = (0.0, 0);
-    while start < n {
-        let c = confidence[order[start]];
-        let end = start
-            + order[start..]
-                .iter()
-                .take_while(|&&i| confidence[i] == c)
-                .count();
-        sum += order[start..end].iter().map(|&i| loss[i]).sum::<f64>();
+    let mut sum = 0.0;
+    for g in groups {
+        let end = g.end;
+        sum += order[g].iter().map(|&i| loss[i]).sum::<f64>();
         if sum > budget + 1e-12 {
             break;
         }
@@ -154,7 +148,6 @@ pub fn conformal_risk_control(confidence: &[f64], loss: &[f64], alpha: f64) -> R
             },
             inclusive: false,
         };
-        start = end;
     }
     Ok(best)
 }

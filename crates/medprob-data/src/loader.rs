@@ -303,7 +303,8 @@ impl StudyLoader {
         Ok(out)
     }
 
-    fn load_image(&self, i: usize, k: usize) -> Result<crate::image::GreyImage> {
+    /// Image `k` of study `i`: decoded now, or shared from the cache.
+    fn load_image(&self, i: usize, k: usize) -> Result<Arc<crate::image::GreyImage>> {
         let study = &self.studies[i];
         let decoded = || {
             let path = self.config.image_root.join(&study.image_paths[k]);
@@ -313,20 +314,20 @@ impl StudyLoader {
             })
         };
         let Some(side) = self.config.cache_side else {
-            return decoded();
+            return decoded().map(Arc::new);
         };
         let slot = &self.cache[i][k];
         if let Some(img) = slot.get() {
-            return Ok((**img).clone());
+            return Ok(Arc::clone(img));
         }
         let img = decoded()?;
-        let img = if img.width.min(img.height) > side {
+        let img = Arc::new(if img.width.min(img.height) > side {
             img.resize_shorter_side(side)
         } else {
             img
-        };
-        let _ = slot.set(Arc::new(img.clone()));
-        Ok(img)
+        });
+        // Another thread may have filled the slot meanwhile; both hold the same pixels.
+        Ok(Arc::clone(slot.get_or_init(|| img)))
     }
 
     fn train_item(&self, epoch: u64, i: usize) -> Result<TrainItem> {
@@ -338,7 +339,7 @@ impl StudyLoader {
             .expect("studies without text were removed in new()");
         let img_a = self.load_image(i, a)?;
         let img_b = if b == a {
-            img_a.clone()
+            Arc::clone(&img_a)
         } else {
             self.load_image(i, b)?
         };

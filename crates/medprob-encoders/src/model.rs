@@ -297,21 +297,15 @@ impl MedProbModel {
             reason: format!("cannot write: {e}"),
         };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let tensors: Vec<(String, Tensor)> = self
+        let tensors: std::collections::HashMap<String, Tensor> = self
             .all_vars()
             .into_iter()
             .map(|(k, v)| (k, v.as_tensor().clone()))
             .collect();
-        let weights = dir.join("model.safetensors");
-        let tmp = dir.join(".model.safetensors.tmp");
-        candle_core::safetensors::save(&tensors.into_iter().collect(), &tmp)?;
-        std::fs::rename(&tmp, &weights).map_err(|e| io(&weights, e))?;
+        save_safetensors(&dir.join("model.safetensors"), &tensors)?;
         let json = serde_json::to_vec_pretty(&self.config).expect("config serialises");
         let config = dir.join("config.json");
-        let tmp = dir.join(".config.json.tmp");
-        std::fs::write(&tmp, json).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &config).map_err(|e| io(&config, e))?;
-        Ok(())
+        medprob_core::fs::write_atomic(&config, &json).map_err(|e| io(&config, e))
     }
 
     /// Load a checkpoint written by [`MedProbModel::save`].
@@ -354,4 +348,35 @@ impl MedProbModel {
         }
         Ok(model)
     }
+}
+
+/// Write named tensors to `path` as safetensors without ever leaving a half-written file:
+/// streamed to a temporary file in the same folder, flushed to disk, then renamed over
+/// `path` (the in-memory copy `medprob_core::fs::write_atomic` would need can be as large
+/// as the model).
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &std::collections::HashMap<String, Tensor>,
+) -> Result<()> {
+    let io = |e: std::io::Error| EncoderError::Config {
+        path: path.to_path_buf(),
+        reason: format!("cannot write: {e}"),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tensors".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = candle_core::safetensors::save(tensors, &tmp)
+        .map_err(EncoderError::from)
+        .and_then(|()| {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(io)
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

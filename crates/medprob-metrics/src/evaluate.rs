@@ -12,7 +12,7 @@ use crate::corruption::Corruption;
 use crate::error::{MetricsError, Result};
 use crate::label_retrieval::{label_retrieval, ZETAS};
 use crate::posthoc::Platt;
-use crate::ranking::{rank_queries, QueryRank};
+use crate::ranking::{rank_both_ways, rank_queries, top1_outcomes, QueryRank};
 use crate::report::{
     AurcEntry, Direction, MethodReport, RobustnessEntry, SelectiveEntry, UncertaintyBin,
 };
@@ -83,24 +83,24 @@ struct Ranked {
 }
 
 fn rank_split(scoring: Scoring, split: &Split<'_>, blocks: &TopKOptions) -> Result<Ranked> {
-    Ok(Ranked {
-        i2t: rank_queries(
-            scoring.distance,
-            split.images,
-            split.image_keys,
-            split.texts,
-            split.text_keys,
-            blocks,
-        )?,
-        t2i: rank_queries(
-            scoring.distance,
-            split.texts,
-            split.text_keys,
-            split.images,
-            split.image_keys,
-            blocks,
-        )?,
-    })
+    let (i2t, t2i) = rank_both_ways(
+        scoring.distance,
+        split.images,
+        split.image_keys,
+        split.texts,
+        split.text_keys,
+        blocks,
+    )?;
+    Ok(Ranked { i2t, t2i })
+}
+
+/// Top-1 probabilities under `probability`, and whether each top-1 is right.
+fn top1_probabilities(ranks: &[QueryRank], probability: Platt) -> (Vec<f64>, Vec<bool>) {
+    let (s, correct) = top1_outcomes(ranks);
+    (
+        s.into_iter().map(|s| probability.probability(s)).collect(),
+        correct,
+    )
 }
 
 /// Retrieval, label-aware retrieval, calibration, risk–coverage, selective retrieval and
@@ -118,12 +118,7 @@ pub fn evaluate_retrieval(
     let tst = rank_split(scoring, test, &config.blocks)?;
 
     // Post-hoc probability from the validation split.
-    let (s, y): (Vec<f64>, Vec<bool>) = val
-        .i2t
-        .iter()
-        .filter(|r| r.rank.is_some())
-        .map(|r| (-(r.top1.1 as f64), r.hit(1)))
-        .unzip();
+    let (s, y) = top1_outcomes(&val.i2t);
     if s.is_empty() {
         return Err(MetricsError::Empty {
             what: "evaluate_retrieval",
@@ -151,12 +146,7 @@ pub fn evaluate_retrieval(
         _ => Vec::new(),
     };
 
-    let scored: Vec<&QueryRank> = tst.i2t.iter().filter(|r| r.rank.is_some()).collect();
-    let p: Vec<f64> = scored
-        .iter()
-        .map(|r| medprob_core::sigmoid(logit(r.top1.1 as f64)))
-        .collect();
-    let correct: Vec<bool> = scored.iter().map(|r| r.hit(1)).collect();
+    let (p, correct) = top1_probabilities(&tst.i2t, platt);
     let calibration = Some(CalibrationReport::new(&p, &correct)?);
 
     let variance = |e: &GaussianEmbeddings| -> Vec<f64> {
@@ -332,12 +322,7 @@ pub fn robustness_entry(
         blocks,
     )?;
     let direction = DirectionReport::from_ranks(&ranks)?;
-    let scored: Vec<&QueryRank> = ranks.iter().filter(|r| r.rank.is_some()).collect();
-    let p: Vec<f64> = scored
-        .iter()
-        .map(|r| probability.probability(-(r.top1.1 as f64)))
-        .collect();
-    let correct: Vec<bool> = scored.iter().map(|r| r.hit(1)).collect();
+    let (p, correct) = top1_probabilities(&ranks, probability);
     let ece = crate::calibration::ece(
         &p,
         &correct,

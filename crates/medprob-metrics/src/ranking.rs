@@ -98,7 +98,7 @@ pub fn rank_queries<K: Ord + Sync>(
     // size would grow with the gallery.
     let mut by_key: Vec<usize> = (0..gallery.len()).collect();
     by_key.sort_by(|&a, &b| gallery_keys[a].cmp(&gallery_keys[b]).then(a.cmp(&b)));
-    let scale = gallery_scale(distance, gallery);
+    let scale = gallery_scale(gallery);
 
     let mut states: Vec<State> = (0..queries.len())
         .into_par_iter()
@@ -142,6 +142,32 @@ pub fn rank_queries<K: Ord + Sync>(
         .enumerate()
         .map(|(i, s)| s.finish(distance, queries, i, gallery))
         .collect()
+}
+
+/// Ranks in both directions of one split of paired images and reports:
+/// `(image→text, text→image)`.
+pub fn rank_both_ways<K: Ord + Sync>(
+    distance: Distance,
+    images: &GaussianEmbeddings,
+    image_keys: &[K],
+    texts: &GaussianEmbeddings,
+    text_keys: &[K],
+    options: &TopKOptions,
+) -> Result<(Vec<QueryRank>, Vec<QueryRank>)> {
+    Ok((
+        rank_queries(distance, images, image_keys, texts, text_keys, options)?,
+        rank_queries(distance, texts, text_keys, images, image_keys, options)?,
+    ))
+}
+
+/// For the queries that have a positive: the top-1 score `−d` and whether the top-1 is the
+/// query's match — what a top-1 match probability is fitted to and calibrated against.
+pub fn top1_outcomes(ranks: &[QueryRank]) -> (Vec<f64>, Vec<bool>) {
+    ranks
+        .iter()
+        .filter(|r| r.rank.is_some())
+        .map(|r| (-(r.top1.1 as f64), r.hit(1)))
+        .unzip()
 }
 
 /// Per-query state of the streaming pass.
@@ -192,7 +218,7 @@ impl State {
         // re-compared exactly, so its width only affects speed.
         let (lower, upper) = match best {
             Some((d, _)) => {
-                let tol = 1e-4 * (1.0 + d.abs() + item_scale(distance, queries, i) + scale);
+                let tol = 1e-4 * (1.0 + d.abs() + item_scale(queries, i) + scale);
                 (next_down((d - tol) as f32), next_up((d + tol) as f32))
             }
             None => (f32::NEG_INFINITY, f32::NEG_INFINITY),
@@ -291,7 +317,7 @@ fn exact_distance(
 /// The magnitude of one item's contribution to a distance: `‖mu‖² + Σ(σ² + |v|)`. CSD and
 /// W2 are computed as `‖x‖² + ‖y‖² − 2x·y`, MLS and the others sum `D` terms of which the
 /// logarithms can be as large as `|v|`; this bounds the terms the kernels' rounding acts on.
-fn item_scale(_distance: Distance, e: &GaussianEmbeddings, i: usize) -> f64 {
+fn item_scale(e: &GaussianEmbeddings, i: usize) -> f64 {
     let (m, v) = e.row(i);
     m.iter()
         .zip(v)
@@ -302,10 +328,10 @@ fn item_scale(_distance: Distance, e: &GaussianEmbeddings, i: usize) -> f64 {
         .sum()
 }
 
-fn gallery_scale(distance: Distance, gallery: &GaussianEmbeddings) -> f64 {
+fn gallery_scale(gallery: &GaussianEmbeddings) -> f64 {
     (0..gallery.len())
         .into_par_iter()
-        .map(|j| item_scale(distance, gallery, j))
+        .map(|j| item_scale(gallery, j))
         .reduce(|| 0.0, f64::max)
 }
 

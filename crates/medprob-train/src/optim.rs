@@ -3,7 +3,7 @@
 //! not provide (its `AdamW` has one weight decay for every variable and no clipping), with
 //! a state that checkpoints and resumes exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
@@ -200,7 +200,7 @@ impl AdamW {
 
     /// Save the moments and the step count (safetensors), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for s in &self.slots {
             tensors.insert(format!("m.{}", s.name), s.m.clone());
             tensors.insert(format!("v.{}", s.name), s.v.clone());
@@ -209,18 +209,7 @@ impl AdamW {
             "step".into(),
             Tensor::new(&[self.step as u32], &Device::Cpu)?,
         );
-        let bytes = safetensors::serialize(
-            tensors
-                .iter()
-                .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?)))
-                .collect::<Result<Vec<(String, Tensor)>>>()?,
-            None,
-        )
-        .map_err(|e| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        medprob_core::fs::write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
+        Ok(medprob_encoders::model::save_safetensors(path, &tensors)?)
     }
 
     /// Restore what [`save`](Self::save) wrote; every parameter must be present.

@@ -12,7 +12,7 @@ use medprob_data::tokenize::ReportTokenizer;
 use medprob_encoders::MedProbModel;
 use medprob_metrics::confidence::{confidences, ConfidenceKind};
 use medprob_metrics::posthoc::Platt;
-use medprob_metrics::ranking::rank_queries;
+use medprob_metrics::ranking::{rank_both_ways, top1_outcomes};
 use medprob_metrics::selective::{selection_with_guaranteed_risk, Guarantee, Selector};
 use serde::Serialize;
 
@@ -119,16 +119,16 @@ impl Retriever {
 
         let v_loader = loader(config, splits.validate, false)?;
         let val = embed_split(&model, &tokenizer, &v_loader, size, None, &device)?;
-        let opts = TopKOptions::default();
-        let d = config.distance();
         let ids = &val.study_ids;
-        let i2t = rank_queries(d, &val.images, ids, &val.texts, ids, &opts)?;
-        let t2i = rank_queries(d, &val.texts, ids, &val.images, ids, &opts)?;
-        let (s, y): (Vec<f64>, Vec<bool>) = i2t
-            .iter()
-            .filter(|r| r.rank.is_some())
-            .map(|r| (-(r.top1.1 as f64), r.hit(1)))
-            .unzip();
+        let (i2t, t2i) = rank_both_ways(
+            config.distance(),
+            &val.images,
+            ids,
+            &val.texts,
+            ids,
+            &TopKOptions::default(),
+        )?;
+        let (s, y) = top1_outcomes(&i2t);
         let platt = Platt::fit(&s, &y)?;
         let logit = |x: f64| platt.scale * -x + platt.shift;
         let rule =

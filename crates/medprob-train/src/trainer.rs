@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use medprob_data::loader::StudyLoader;
 use medprob_data::tokenize::ReportTokenizer;
 use medprob_encoders::MedProbModel;
-use medprob_metrics::ranking::rank_queries;
+use medprob_metrics::ranking::rank_both_ways;
 use medprob_metrics::retrieval::{DirectionReport, RetrievalReport};
 use serde_json::json;
 
@@ -189,14 +189,14 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
             let mut parts = Vec::new();
             let mut ids = Vec::new();
             let mut images = 0usize;
-            let mut finite = true;
+            let mut skip: Option<&str> = None;
             for b in first..last {
                 let items = train_loader.train_batch(epoch as u64, b)?;
                 images += 2 * items.len();
                 ids.extend(items.iter().map(|i| i.study_id.clone()));
                 let out = objective.loss(&model, &tokenizer, &items, state.step, &device)?;
                 if !out.parts.total.is_finite() {
-                    finite = false;
+                    skip = Some("non-finite loss");
                     parts.push(out.parts);
                     break;
                 }
@@ -206,17 +206,18 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
             }
             state.batch = last;
             let mut norm = f64::NAN;
-            if finite {
+            if skip.is_none() {
                 scale_grads(&mut grads, 1.0 / (last - first) as f64)?;
                 norm = clip_global_norm(&mut grads, config.optim.grad_clip)?;
-                finite = norm.is_finite();
+                if !norm.is_finite() {
+                    skip = Some("non-finite gradient");
+                }
             }
-            if !finite {
+            if let Some(reason) = skip {
                 state.bad_steps += 1;
                 write_log(json!({
                     "event": "skipped_step", "epoch": epoch + 1, "step": state.step,
-                    "reason": if norm.is_nan() && parts.last().is_some_and(|p| !p.total.is_finite()) { "non-finite loss" } else { "non-finite gradient" },
-                    "study_ids": ids,
+                    "reason": reason, "study_ids": ids,
                 }))?;
                 if state.bad_steps >= config.max_bad_steps {
                     bar.abandon();
@@ -247,7 +248,7 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
                 && state.step % config.checkpoint_every == 0
                 && state.batch < batches
             {
-                save_latest(&ckpt_root, &model, &optimizer, &state, &tok_path)?;
+                save_latest(&ckpt_root, &model, &optimizer, &state, &tokenizer)?;
             }
             if abort_after == Some(state.step) {
                 std::process::abort();
@@ -290,11 +291,11 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
                 &format!("best-epoch-{:03}", state.epoch),
                 |dir| {
                     model.save(dir)?;
-                    copy(&tok_path, &dir.join("tokenizer.json"))
+                    Ok(tokenizer.save(&dir.join("tokenizer.json"))?)
                 },
             )?;
         }
-        save_latest(&ckpt_root, &model, &optimizer, &state, &tok_path)?;
+        save_latest(&ckpt_root, &model, &optimizer, &state, &tokenizer)?;
     }
     bar.finish_and_clear();
     let best = checkpoint::resolve(&ckpt_root, "BEST")?.ok_or_else(|| TrainError::Checkpoint {
@@ -310,17 +311,12 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
     })
 }
 
-fn copy(from: &Path, to: &Path) -> Result<()> {
-    let bytes = std::fs::read(from).map_err(|e| TrainError::io(from, e))?;
-    medprob_core::fs::write_atomic(to, &bytes).map_err(|e| TrainError::io(to, e))
-}
-
 fn save_latest(
     root: &Path,
     model: &MedProbModel,
     optimizer: &AdamW,
     state: &TrainState,
-    tokenizer: &Path,
+    tokenizer: &ReportTokenizer,
 ) -> Result<()> {
     checkpoint::publish(
         root,
@@ -330,7 +326,7 @@ fn save_latest(
         |dir| {
             model.save(dir)?;
             optimizer.save(&dir.join("optimizer.safetensors"))?;
-            copy(tokenizer, &dir.join("tokenizer.json"))?;
+            tokenizer.save(&dir.join("tokenizer.json"))?;
             checkpoint::save_state(dir, state)
         },
     )?;
@@ -353,10 +349,14 @@ pub fn validate(
         None,
         device,
     )?;
-    let opts = medprob_core::TopKOptions::default();
-    let d = config.distance();
-    let i2t = rank_queries(d, &e.images, &e.study_ids, &e.texts, &e.study_ids, &opts)?;
-    let t2i = rank_queries(d, &e.texts, &e.study_ids, &e.images, &e.study_ids, &opts)?;
+    let (i2t, t2i) = rank_both_ways(
+        config.distance(),
+        &e.images,
+        &e.study_ids,
+        &e.texts,
+        &e.study_ids,
+        &medprob_core::TopKOptions::default(),
+    )?;
     Ok(RetrievalReport::new(
         DirectionReport::from_ranks(&i2t)?,
         DirectionReport::from_ranks(&t2i)?,

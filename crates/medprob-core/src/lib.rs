@@ -42,6 +42,7 @@ pub mod distance;
 pub mod embedding;
 pub mod error;
 pub mod fs;
+mod fused;
 pub mod kernels;
 pub mod match_prob;
 pub mod mc;

@@ -7,7 +7,8 @@
 //! share one formula per distance: a pairwise call broadcasts `[N, 1, D]` against
 //! `[1, M, D]`, a paired call compares `[N, D]` with `[N, D]`. Pairwise CSD instead uses
 //! its GEMM decomposition, `‖mu1‖² + ‖mu2‖² − 2·mu1·mu2ᵀ + Σs1 + Σs2`, which never forms
-//! the `N×M×D` tensor.
+//! the `N×M×D` tensor, and pairwise MLS on the CPU is one fused operation with its own
+//! backward pass ([`pairwise_formula`] is the broadcast form, used on other devices).
 
 use candle_core::{Tensor, D};
 
@@ -122,6 +123,28 @@ pub fn pairwise(distance: Distance, a: &GaussianTensor, b: &GaussianTensor) -> R
     if distance == Distance::Csd {
         return csd_gemm(a, b);
     }
+    if distance == Distance::Mls && a.mean.device().is_cpu() {
+        return mls_fused(a, b);
+    }
+    pairwise_formula(distance, a, b)
+}
+
+/// Pairwise MLS on the CPU as one operation with a hand-written backward pass
+/// ([`crate::fused`]); the same values and gradients as the tensor formula.
+fn mls_fused(a: &GaussianTensor, b: &GaussianTensor) -> Result<Tensor> {
+    let rows = |g: &GaussianTensor| Tensor::cat(&[&g.mean, &g.log_var], 1)?.contiguous();
+    let op = crate::fused::MlsPairwise { dim: a.dim() };
+    Ok(rows(a)?.apply_op2(&rows(b)?, op)?)
+}
+
+/// Pairwise distances by the broadcast tensor formula (what every device can run); the
+/// reference the fused CPU kernels are tested against.
+pub fn pairwise_formula(
+    distance: Distance,
+    a: &GaussianTensor,
+    b: &GaussianTensor,
+) -> Result<Tensor> {
+    check_pair("tensor::pairwise_formula", a, b, false)?;
     let u = |t: &Tensor, dim| t.unsqueeze(dim);
     formula(
         distance,
@@ -260,5 +283,107 @@ pub fn ensure_float(what: &'static str, t: &Tensor) -> Result<()> {
             what,
             detail: format!("expected a float tensor, got {:?}", t.dtype()),
         })
+    }
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    /// Values and gradients (of a weighted sum, so every output carries a different upstream
+    /// gradient) of `pairwise` and `pairwise_formula`.
+    fn both(dtype: DType, log_var_scale: f64) -> Vec<(Tensor, Tensor)> {
+        let dev = Device::Cpu;
+        let (n, m, d) = (5, 7, 6);
+        let lin = |len: usize, k: f64| {
+            Tensor::new(
+                (0..len)
+                    .map(|i| (i as f64 * k).sin() * 1.7)
+                    .collect::<Vec<f64>>(),
+                &dev,
+            )
+            .unwrap()
+        };
+        let ma = Var::from_tensor(
+            &lin(n * d, 0.37)
+                .reshape((n, d))
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let va = Var::from_tensor(
+            &(lin(n * d, 0.91) * log_var_scale)
+                .unwrap()
+                .reshape((n, d))
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let mb = Var::from_tensor(
+            &lin(m * d, 0.53)
+                .reshape((m, d))
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let vb = Var::from_tensor(
+            &(lin(m * d, 0.29) * log_var_scale)
+                .unwrap()
+                .reshape((m, d))
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let w = lin(n * m, 1.13)
+            .reshape((n, m))
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let a = GaussianTensor::new(ma.as_tensor().clone(), va.as_tensor().clone()).unwrap();
+        let b = GaussianTensor::new(mb.as_tensor().clone(), vb.as_tensor().clone()).unwrap();
+        let mut out = Vec::new();
+        type Pairwise = fn(Distance, &GaussianTensor, &GaussianTensor) -> Result<Tensor>;
+        for f in [pairwise as Pairwise, pairwise_formula] {
+            let y = f(Distance::Mls, &a, &b).unwrap();
+            let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g: Vec<Tensor> = [&ma, &va, &mb, &vb]
+                .iter()
+                .map(|v| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap())
+                .collect();
+            out.push((y.flatten_all().unwrap(), Tensor::cat(&g, 0).unwrap()));
+        }
+        out
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
+        let a = a.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        let b = b.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        let scale = b.iter().fold(1.0f64, |s, x| s.max(x.abs()));
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / scale)
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn fused_mls_matches_the_formula_in_value_and_gradient() {
+        // Scale 10 puts log-variances near ±17, beyond the ε clamp (ln 1e-6 ≈ −13.8).
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+            for scale in [1.0, 10.0] {
+                let r = both(dtype, scale);
+                let (fused, formula) = (&r[0], &r[1]);
+                let (dv, dg) = (max_rel(&fused.0, &formula.0), max_rel(&fused.1, &formula.1));
+                assert!(dv < tol, "{dtype:?} scale {scale}: values differ by {dv}");
+                assert!(
+                    dg < tol,
+                    "{dtype:?} scale {scale}: gradients differ by {dg}"
+                );
+            }
+        }
     }
 }

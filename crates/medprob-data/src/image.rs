@@ -22,6 +22,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::limits::InputLimits;
 
 /// A greyscale image with values in `[0, 1]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,18 +84,77 @@ impl GreyImage {
     }
 }
 
-/// Decode a PNG or JPEG file to greyscale `[0, 1]`. Errors name the file.
+/// Decode a PNG or JPEG file to greyscale `[0, 1]` under the default [`InputLimits`].
+/// Errors name the file.
 pub fn decode(path: &Path) -> Result<GreyImage> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    decode_bytes(&bytes, path)
+    decode_limited(path, &InputLimits::default())
 }
 
-/// Decode image bytes; `source` names them in errors.
+/// [`decode`] under explicit limits: the file size is checked before it is read, the
+/// pixel count from the header before any pixel is decoded.
+pub fn decode_limited(path: &Path, limits: &InputLimits) -> Result<GreyImage> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| DataError::io(path, e))?
+        .len();
+    if size > limits.max_image_bytes {
+        return Err(DataError::Report {
+            path: path.to_path_buf(),
+            reason: format!(
+                "image file of {size} bytes exceeds limits.max_image_bytes = {}",
+                limits.max_image_bytes
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_bytes_limited(&bytes, path, limits)
+}
+
+/// Decode image bytes under the default limits; `source` names them in errors.
 pub fn decode_bytes(bytes: &[u8], source: &Path) -> Result<GreyImage> {
-    let img = image::load_from_memory(bytes).map_err(|e| DataError::Report {
+    decode_bytes_limited(bytes, source, &InputLimits::default())
+}
+
+/// Decode image bytes under explicit limits; `source` names them in errors.
+pub fn decode_bytes_limited(
+    bytes: &[u8],
+    source: &Path,
+    limits: &InputLimits,
+) -> Result<GreyImage> {
+    let bad = |reason: String| DataError::Report {
         path: source.to_path_buf(),
-        reason: format!("cannot decode image: {e}"),
-    })?;
+        reason,
+    };
+    if bytes.len() as u64 > limits.max_image_bytes {
+        return Err(bad(format!(
+            "image of {} bytes exceeds limits.max_image_bytes = {}",
+            bytes.len(),
+            limits.max_image_bytes
+        )));
+    }
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| bad(format!("cannot read image: {e}")))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(format!("cannot decode image: {e}")))?;
+    if w as u64 * h as u64 > limits.max_image_pixels {
+        return Err(bad(format!(
+            "image of {w} × {h} pixels exceeds limits.max_image_pixels = {}",
+            limits.max_image_pixels
+        )));
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(w);
+    decoder_limits.max_image_height = Some(h);
+    // The decoded buffer (up to 16-bit RGBA) and the decoder's own working memory.
+    decoder_limits.max_alloc = Some((w as u64 * h as u64).saturating_mul(8) + (64 << 20));
+    let mut r = reader()?;
+    r.limits(decoder_limits);
+    let img = r
+        .decode()
+        .map_err(|e| bad(format!("cannot decode image: {e}")))?;
     let grey = img.to_luma32f();
     let (width, height) = grey.dimensions();
     if width == 0 || height == 0 {
@@ -417,5 +477,79 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.png"), "{e}");
+    }
+
+    /// A PNG with a header (`w × h`, 8-bit grey) and an empty image-data chunk.
+    fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&crc.sum().to_be_bytes());
+        };
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn hostile_headers_and_limits_are_errors_not_allocations() {
+        let src = Path::new("hostile.png");
+        // 100 000 × 100 000 claimed in 45 bytes: refused from the header.
+        let e = decode_bytes(&png_header_only(100_000, 100_000), src)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hostile.png")
+                && e.contains("100000 × 100000")
+                && e.contains("max_image_pixels"),
+            "{e}"
+        );
+        // A small header with no image data: a decode error, not a panic.
+        let e = decode_bytes(&png_header_only(4, 4), src)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hostile.png: cannot decode image"), "{e}");
+        // A real image above a lowered pixel limit, and above a lowered byte limit.
+        let g8 = image::GrayImage::from_fn(40, 30, |x, _| image::Luma([(x * 6) as u8]));
+        let mut bytes = Vec::new();
+        g8.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+        let small = InputLimits {
+            max_image_pixels: 1000,
+            ..InputLimits::default()
+        };
+        let e = decode_bytes_limited(&bytes, src, &small)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("40 × 30") && e.contains("max_image_pixels = 1000"),
+            "{e}"
+        );
+        let tiny = InputLimits {
+            max_image_bytes: 10,
+            ..InputLimits::default()
+        };
+        let e = decode_bytes_limited(&bytes, src, &tiny)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_image_bytes = 10"), "{e}");
+        // Every truncation of a valid file is an error or a decode, never a panic.
+        for cut in 0..bytes.len() {
+            let _ = decode_bytes(&bytes[..cut], src);
+        }
+        assert_eq!(decode_bytes(&bytes, src).unwrap().width, 40);
     }
 }

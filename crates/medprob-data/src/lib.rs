@@ -20,6 +20,7 @@
 pub mod error;
 pub mod image;
 pub mod iu;
+pub mod limits;
 pub mod loader;
 pub mod mimic;
 pub mod record;
@@ -30,6 +31,8 @@ mod table;
 pub mod tokenize;
 
 pub use error::{DataError, Result};
+pub use limits::InputLimits;
 pub use record::{
-    read_studies, write_studies, Label, Split, StudyRecord, ViewKind, CHEXPERT_LABELS,
+    read_studies, read_studies_limited, write_studies, Label, Split, StudyRecord, ViewKind,
+    CHEXPERT_LABELS,
 };

@@ -19,7 +19,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::image::{decode, eval_transform, train_transform, Augment, ImageTransform};
+use crate::image::{decode_limited, eval_transform, train_transform, Augment, ImageTransform};
+use crate::limits::InputLimits;
 use crate::record::StudyRecord;
 use crate::sampling::{
     evaluation_text, evaluation_view, training_sections, training_views, SectionPolicy, TextAugment,
@@ -67,6 +68,8 @@ pub struct LoaderConfig {
     /// (`None`: decode from disk every time). For datasets that fit in memory: decoding
     /// dominates the cost of a CPU epoch.
     pub cache_side: Option<u32>,
+    /// Bounds on image size (reports are bounded when the CSV is read).
+    pub limits: InputLimits,
 }
 
 impl Default for LoaderConfig {
@@ -85,6 +88,7 @@ impl Default for LoaderConfig {
             shuffle: true,
             drop_last: false,
             cache_side: None,
+            limits: InputLimits::default(),
         }
     }
 }
@@ -308,7 +312,7 @@ impl StudyLoader {
         let study = &self.studies[i];
         let decoded = || {
             let path = self.config.image_root.join(&study.image_paths[k]);
-            decode(&path).map_err(|e| DataError::BadStudy {
+            decode_limited(&path, &self.config.limits).map_err(|e| DataError::BadStudy {
                 study_id: study.study_id.clone(),
                 reason: format!("image {e}"),
             })

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::limits::{InputLimits, LineLimited, LineTooLong};
 
 /// The 14 CheXpert labels, in the column order of MIMIC-CXR's `-chexpert.csv`.
 pub const CHEXPERT_LABELS: [&str; 14] = [
@@ -182,16 +183,40 @@ impl StudyRecord {
 
 /// Read a study CSV. Errors name the file, the line and the column.
 pub fn read_studies(path: &Path) -> Result<Vec<StudyRecord>> {
+    read_studies_limited(path, &InputLimits::default())
+}
+
+/// [`read_studies`] under explicit [`InputLimits`] (line length, report length).
+pub fn read_studies_limited(path: &Path, limits: &InputLimits) -> Result<Vec<StudyRecord>> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    read_studies_from(file, path)
+    read_studies_from_limited(file, path, limits)
 }
 
 /// Read a study CSV from any reader; `path` is used in error messages only.
 pub fn read_studies_from<R: std::io::Read>(reader: R, path: &Path) -> Result<Vec<StudyRecord>> {
+    read_studies_from_limited(reader, path, &InputLimits::default())
+}
+
+/// [`read_studies_from`] under explicit [`InputLimits`].
+pub fn read_studies_from_limited<R: std::io::Read>(
+    reader: R,
+    path: &Path,
+    limits: &InputLimits,
+) -> Result<Vec<StudyRecord>> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(false)
-        .from_reader(reader);
+        .from_reader(LineLimited::new(reader, limits.max_csv_line_bytes));
     let csv_err = |e: csv::Error| {
+        if let csv::ErrorKind::Io(io) = e.kind() {
+            if let Some(long) = LineTooLong::from_io(io) {
+                return DataError::Csv {
+                    path: path.to_path_buf(),
+                    line: long.line,
+                    column: String::new(),
+                    reason: long.to_string(),
+                };
+            }
+        }
         let line = e.position().map(|p| p.line()).unwrap_or(0);
         DataError::Csv {
             path: path.to_path_buf(),
@@ -234,6 +259,16 @@ pub fn read_studies_from<R: std::io::Read>(reader: R, path: &Path) -> Result<Vec
         }
         if !seen.insert(study_id.clone()) {
             return Err(bad("study_id", format!("duplicate study id {study_id:?}")));
+        }
+        let report_chars = field(c_find).chars().count() + field(c_imp).chars().count();
+        if report_chars > limits.max_report_chars {
+            return Err(bad(
+                "findings",
+                format!(
+                    "study {study_id}: report of {report_chars} characters exceeds limits.max_report_chars = {}",
+                    limits.max_report_chars
+                ),
+            ));
         }
         let images = split_list(field(c_img));
         let mut views = split_list(field(c_view));
@@ -485,5 +520,40 @@ mod tests {
             e.to_string().starts_with("/nonexistent/studies.csv:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn report_and_line_limits_name_the_study_and_line() {
+        let header = "study_id,image_paths,view_names,findings,impression\n";
+        let csv = format!(
+            "{header}s1,a.png,PA,Clear.,Normal.\ns2,b.png,PA,{},Normal.\n",
+            "x".repeat(500)
+        );
+        let limits = InputLimits {
+            max_report_chars: 100,
+            ..InputLimits::default()
+        };
+        let path = Path::new("studies.csv");
+        let e = read_studies_from_limited(csv.as_bytes(), path, &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("studies.csv:3")
+                && e.contains("study s2")
+                && e.contains("max_report_chars = 100"),
+            "{e}"
+        );
+        let limits = InputLimits {
+            max_csv_line_bytes: 200,
+            ..InputLimits::default()
+        };
+        let e = read_studies_from_limited(csv.as_bytes(), path, &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("max_csv_line_bytes"),
+            "{e}"
+        );
+        assert_eq!(read_studies_from(csv.as_bytes(), path).unwrap().len(), 2);
     }
 }

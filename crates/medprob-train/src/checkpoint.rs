@@ -71,6 +71,7 @@ pub fn publish(
     }
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
     write(&dir)?;
+    abort_hook();
     let p = root.join(pointer);
     medprob_core::fs::write_atomic(&p, name.as_bytes()).map_err(|e| TrainError::io(&p, e))?;
     let entries = std::fs::read_dir(root).map_err(|e| TrainError::io(root, e))?;
@@ -82,6 +83,24 @@ pub fn publish(
         }
     }
     Ok(dir)
+}
+
+/// Fault injection for tests: abort the process (as `kill -9` would stop it) inside the
+/// N-th checkpoint publication of this process, after its files are written and before the
+/// pointer moves to it.
+pub const ABORT_IN_CHECKPOINT_ENV: &str = "MEDPROB_ABORT_IN_CHECKPOINT";
+
+fn abort_hook() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PUBLISHED: AtomicUsize = AtomicUsize::new(0);
+    let n = PUBLISHED.fetch_add(1, Ordering::SeqCst) + 1;
+    if std::env::var(ABORT_IN_CHECKPOINT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(n)
+    {
+        std::process::abort();
+    }
 }
 
 /// Save the state as JSON, atomically.

@@ -243,10 +243,15 @@ impl AdamW {
     }
 }
 
-/// Gradients of the named variables from one backward pass, as owned tensors.
+/// Gradients of the named variables from one backward pass, as owned, detached tensors.
+///
+/// candle leaves the gradients of leaf variables attached to the graph that computed them
+/// (a convolution's weight gradient references the forward activations). Keeping such a
+/// tensor — in Adam's moments, or summed over accumulation steps — would keep every step's
+/// graph alive, so they are detached here, once.
 pub fn collect_grads(vars: &[(String, Var)], grads: &GradStore) -> BTreeMap<String, Tensor> {
     vars.iter()
-        .filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
+        .filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n.clone(), g.detach())))
         .collect()
 }
 

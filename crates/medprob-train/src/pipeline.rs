@@ -73,7 +73,7 @@ pub fn evaluate_checkpoint(
 ) -> Result<MethodReport> {
     let device = config.device.device()?;
     let (model, tokenizer) = load_checkpoint(checkpoint, config.data.max_tokens, &device)?;
-    let splits = read_splits(&config.data.studies)?;
+    let splits = read_splits(&config.data.studies, &config.data.limits)?;
     if splits.test.is_empty() {
         return Err(TrainError::Input {
             path: config.data.studies.clone(),

@@ -87,7 +87,7 @@ impl Retriever {
     ) -> Result<Self> {
         let device = config.device.device()?;
         let (model, tokenizer) = load_checkpoint(checkpoint, config.data.max_tokens, &device)?;
-        let splits = read_splits(&config.data.studies)?;
+        let splits = read_splits(&config.data.studies, &config.data.limits)?;
         let gallery = match gallery_split {
             medprob_data::Split::Train => splits.train,
             medprob_data::Split::Validate => splits.validate.clone(),

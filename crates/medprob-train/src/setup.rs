@@ -8,7 +8,7 @@ use candle_core::Device;
 use medprob_data::image::ImageTransform;
 use medprob_data::loader::{LoaderConfig, StudyLoader};
 use medprob_data::tokenize::ReportTokenizer;
-use medprob_data::{read_studies, Split, StudyRecord};
+use medprob_data::{read_studies_limited, InputLimits, Split, StudyRecord};
 use medprob_encoders::hub::{model_folder, HubOptions};
 use medprob_encoders::{BertConfig, HeadKind, MedProbModel, ModelConfig, ModelFolder};
 
@@ -22,9 +22,9 @@ pub struct Splits {
     pub test: Vec<StudyRecord>,
 }
 
-/// Read the study CSV and divide it by its `split` column.
-pub fn read_splits(path: &Path) -> Result<Splits> {
-    let all = read_studies(path)?;
+/// Read the study CSV (under `limits`) and divide it by its `split` column.
+pub fn read_splits(path: &Path, limits: &InputLimits) -> Result<Splits> {
+    let all = read_studies_limited(path, limits)?;
     let mut s = Splits {
         train: Vec::new(),
         validate: Vec::new(),
@@ -195,6 +195,7 @@ pub fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
             .data
             .cache_images
             .then_some(2 * config.data.image_size),
+        limits: config.data.limits,
         ..LoaderConfig::default()
     }
 }

@@ -38,6 +38,11 @@ use crate::setup::{build_model, build_tokenizer, loader, read_splits};
 /// stop it, without unwinding) right after this optimisation step.
 pub const ABORT_AFTER_STEP_ENV: &str = "MEDPROB_ABORT_AFTER_STEP";
 
+/// Fault injection for tests: a comma-separated list of step attempts (counted from 1 in
+/// this process, skipped ones included) whose loss is replaced by NaN, as a corrupted batch
+/// or an overflow would make it.
+pub const NAN_AT_ATTEMPTS_ENV: &str = "MEDPROB_NAN_AT_ATTEMPTS";
+
 /// What a finished run produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOutcome {
@@ -106,7 +111,7 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
         println!("config ({}):\n{config_json}", config_path.display());
     }
 
-    let splits = read_splits(&config.data.studies)?;
+    let splits = read_splits(&config.data.studies, &config.data.limits)?;
     let tok_path = out.join("tokenizer.json");
     let tokenizer = if resume && tok_path.exists() {
         ReportTokenizer::from_file(&tok_path, config.data.max_tokens)?
@@ -152,6 +157,13 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
     let abort_after: Option<usize> = std::env::var(ABORT_AFTER_STEP_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
+    let nan_at: Vec<usize> = std::env::var(NAN_AT_ATTEMPTS_ENV)
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let mut attempts = 0usize;
+    // Smoothed loss, for reporting spikes (a learning rate too high for the data shows
+    // as a loss many times its recent level long before it turns into NaN).
+    let mut loss_ema: Option<f64> = None;
 
     let log_path = out.join("log.jsonl");
     let mut log = OpenOptions::new()
@@ -190,11 +202,16 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
             let mut ids = Vec::new();
             let mut images = 0usize;
             let mut skip: Option<&str> = None;
+            attempts += 1;
             for b in first..last {
                 let items = train_loader.train_batch(epoch as u64, b)?;
                 images += 2 * items.len();
                 ids.extend(items.iter().map(|i| i.study_id.clone()));
-                let out = objective.loss(&model, &tokenizer, &items, state.step, &device)?;
+                let mut out = objective.loss(&model, &tokenizer, &items, state.step, &device)?;
+                if nan_at.contains(&attempts) {
+                    out.parts.total = f64::NAN;
+                    out.total = (out.total * f64::NAN)?;
+                }
                 if !out.parts.total.is_finite() {
                     skip = Some("non-finite loss");
                     parts.push(out.parts);
@@ -242,6 +259,22 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
                 "loss": parts.iter().map(|p| p.total).sum::<f64>() / parts.len() as f64,
                 "parts": p, "grad_norm": norm, "images_per_s": images as f64 / secs,
             }))?;
+            if let Some(ema) = loss_ema {
+                if state.step > 20 && p.total > 4.0 * ema.abs().max(1e-3) {
+                    write_log(json!({
+                        "event": "loss_spike", "epoch": epoch + 1, "step": state.step,
+                        "loss": p.total, "recent_loss": ema, "lr": lr, "study_ids": ids,
+                    }))?;
+                    bar.println(format!(
+                        "warning: step {}: loss {:.4} is {:.1}× its recent level {:.4} at lr {lr:.2e}; if this repeats, lower optim.lr",
+                        state.step,
+                        p.total,
+                        p.total / ema,
+                        ema
+                    ));
+                }
+            }
+            loss_ema = Some(loss_ema.map_or(p.total, |e| 0.95 * e + 0.05 * p.total));
             bar.set_message(format!("loss {:.4} lr {lr:.2e}", p.total));
             bar.inc(1);
             if config.checkpoint_every > 0

@@ -8,8 +8,9 @@ use std::process::Command;
 use candle_core::Device;
 use medprob_data::synth::{write_dataset, SynthConfig};
 use medprob_encoders::{ImageBackbone, MedProbModel, VitConfig};
+use medprob_train::checkpoint::ABORT_IN_CHECKPOINT_ENV;
 use medprob_train::config::{DataConfig, ModelSpec};
-use medprob_train::trainer::ABORT_AFTER_STEP_ENV;
+use medprob_train::trainer::{ABORT_AFTER_STEP_ENV, NAN_AT_ATTEMPTS_ENV};
 use medprob_train::{train, Method, TextSpec, TrainConfig, Verbosity};
 
 const QUIET: Verbosity = Verbosity {
@@ -128,6 +129,112 @@ fn child_killed_run() {
     let cfg = tiny(Method::MedProbClip, &dataset_from_env(), Path::new(&out));
     let _ = train(&cfg, false, QUIET);
     unreachable!("the abort hook should have stopped the process");
+}
+
+/// Child process of the fault-injection test: train, exit 0 on success and 3 on an error
+/// (printed to stderr).
+#[test]
+#[ignore = "helper: runs inside the child processes of faults_mid_training_leave_loadable_checkpoints"]
+fn child_fault_run() {
+    let Ok(out) = std::env::var("MEDPROB_TEST_CHILD_OUT") else {
+        return;
+    };
+    let cfg = tiny(Method::MedProbClip, &dataset_from_env(), Path::new(&out));
+    match train(&cfg, false, QUIET) {
+        Ok(_) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("TRAIN ERROR: {e}");
+            std::process::exit(3)
+        }
+    }
+}
+
+fn run_child(out: &Path, csv: &Path, env: (&str, &str)) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_fault_run",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("MEDPROB_TEST_CHILD_OUT", out)
+        .env("MEDPROB_TEST_CHILD_DATA", csv)
+        .env(env.0, env.1)
+        .output()
+        .unwrap()
+}
+
+fn all_finite(dir: &Path) -> bool {
+    weights(dir)
+        .iter()
+        .all(|(_, v)| v.iter().all(|x| x.is_finite()))
+}
+
+#[test]
+fn faults_mid_training_leave_loadable_checkpoints() {
+    let csv = dataset();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // One NaN loss: the step is skipped, logged with its batch's study ids, and training
+    // goes on to the end with finite weights (13 of the 14 steps taken).
+    let a = tmp.path().join("one-nan");
+    let o = run_child(&a, &csv, (NAN_AT_ATTEMPTS_ENV, "3"));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let log = std::fs::read_to_string(a.join("log.jsonl")).unwrap();
+    let skipped: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "skipped_step")
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["reason"], "non-finite loss");
+    assert_eq!(skipped[0]["study_ids"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("\"event\":\"step\""))
+            .count(),
+        13
+    );
+    assert!(all_finite(&latest(&a)));
+
+    // Five NaN losses in a row (max_bad_steps = 5): attempts 4–7 skip the rest of epoch 1
+    // (its end is checkpointed after step 3), attempt 8 opens epoch 2 and stops the run with
+    // an error naming the last good checkpoint, which loads, is finite and resumes.
+    let b = tmp.path().join("diverged");
+    let o = run_child(&b, &csv, (NAN_AT_ATTEMPTS_ENV, "4,5,6,7,8"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("5 consecutive steps") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let state = medprob_train::checkpoint::load_state(&latest(&b)).unwrap();
+    assert_eq!((state.epoch, state.step), (1, 3));
+    assert!(all_finite(&latest(&b)));
+    train(&tiny(Method::MedProbClip, &csv, &b), true, QUIET).unwrap();
+
+    // Killed inside the second checkpoint write (files written, pointer not yet moved):
+    // LATEST still names the first, complete checkpoint, which loads and resumes.
+    let c = tmp.path().join("killed-in-write");
+    let o = run_child(&c, &csv, (ABORT_IN_CHECKPOINT_ENV, "2"));
+    assert!(!o.status.success());
+    assert_eq!(
+        o.status.code(),
+        None,
+        "abort() ends the process by a signal"
+    );
+    let state = medprob_train::checkpoint::load_state(&latest(&c)).unwrap();
+    assert_eq!(state.step, 2);
+    assert!(all_finite(&latest(&c)));
+    let resumed = train(&tiny(Method::MedProbClip, &csv, &c), true, QUIET).unwrap();
+    assert_eq!(resumed.steps, 14);
 }
 
 fn dataset_from_env() -> PathBuf {

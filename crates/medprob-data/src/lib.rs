@@ -33,6 +33,6 @@ pub mod tokenize;
 pub use error::{DataError, Result};
 pub use limits::InputLimits;
 pub use record::{
-    read_studies, read_studies_limited, write_studies, Label, Split, StudyRecord, ViewKind,
-    CHEXPERT_LABELS,
+    read_studies, read_studies_from, read_studies_from_limited, read_studies_limited,
+    write_studies, Label, Split, StudyRecord, ViewKind, CHEXPERT_LABELS,
 };

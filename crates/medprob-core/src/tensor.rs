@@ -305,40 +305,15 @@ mod fused_tests {
             )
             .unwrap()
         };
-        let ma = Var::from_tensor(
-            &lin(n * d, 0.37)
-                .reshape((n, d))
+        let var = |rows: usize, k: f64, scale: f64| {
+            let t = (lin(rows * d, k) * scale)
                 .unwrap()
-                .to_dtype(dtype)
-                .unwrap(),
-        )
-        .unwrap();
-        let va = Var::from_tensor(
-            &(lin(n * d, 0.91) * log_var_scale)
-                .unwrap()
-                .reshape((n, d))
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap(),
-        )
-        .unwrap();
-        let mb = Var::from_tensor(
-            &lin(m * d, 0.53)
-                .reshape((m, d))
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap(),
-        )
-        .unwrap();
-        let vb = Var::from_tensor(
-            &(lin(m * d, 0.29) * log_var_scale)
-                .unwrap()
-                .reshape((m, d))
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap(),
-        )
-        .unwrap();
+                .reshape((rows, d))
+                .unwrap();
+            Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+        };
+        let (ma, va) = (var(n, 0.37, 1.0), var(n, 0.91, log_var_scale));
+        let (mb, vb) = (var(m, 0.53, 1.0), var(m, 0.29, log_var_scale));
         let w = lin(n * m, 1.13)
             .reshape((n, m))
             .unwrap()

@@ -131,14 +131,13 @@ pub fn decode_bytes_limited(
             limits.max_image_bytes
         )));
     }
-    let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| bad(format!("cannot read image: {e}")))
-    };
-    let (w, h) = reader()?
-        .into_dimensions()
+    // One decoder: the header is parsed once, the size checked, then the pixels decoded.
+    let mut decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(format!("cannot read image: {e}")))?
+        .into_decoder()
         .map_err(|e| bad(format!("cannot decode image: {e}")))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
     if w as u64 * h as u64 > limits.max_image_pixels {
         return Err(bad(format!(
             "image of {w} × {h} pixels exceeds limits.max_image_pixels = {}",
@@ -150,10 +149,9 @@ pub fn decode_bytes_limited(
     decoder_limits.max_image_height = Some(h);
     // The decoded buffer (up to 16-bit RGBA) and the decoder's own working memory.
     decoder_limits.max_alloc = Some((w as u64 * h as u64).saturating_mul(8) + (64 << 20));
-    let mut r = reader()?;
-    r.limits(decoder_limits);
-    let img = r
-        .decode()
+    image::ImageDecoder::set_limits(&mut decoder, decoder_limits)
+        .map_err(|e| bad(format!("cannot decode image: {e}")))?;
+    let img = image::DynamicImage::from_decoder(decoder)
         .map_err(|e| bad(format!("cannot decode image: {e}")))?;
     let grey = img.to_luma32f();
     let (width, height) = grey.dimensions();

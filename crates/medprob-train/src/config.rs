@@ -157,8 +157,9 @@ pub struct ModelSpec {
     /// L2-normalise the means of Gaussian embeddings (default: PCME++ yes, MedProbCLIP no,
     /// as their reference code does).
     pub normalize_mean: Option<bool>,
-    /// Constant added to the heads' log-variances, so training starts from small variances.
-    pub log_variance_offset: f64,
+    /// Constant added to the heads' log-variances, so training starts from small variances
+    /// (default: PCME++ −4, others 0; see [`TrainConfig::log_variance_offset`]).
+    pub log_variance_offset: Option<f64>,
 }
 
 impl Default for ModelSpec {
@@ -183,7 +184,7 @@ impl Default for ModelSpec {
             embed_dim: 64,
             image_weights: None,
             normalize_mean: None,
-            log_variance_offset: 0.0,
+            log_variance_offset: None,
         }
     }
 }
@@ -299,6 +300,9 @@ impl Default for TrainConfig {
     }
 }
 
+/// PCME++'s default log-variance offset (see [`TrainConfig::log_variance_offset`]).
+pub const PCMEPP_LOG_VARIANCE_OFFSET: f64 = -4.0;
+
 impl TrainConfig {
     /// Read a TOML (`.toml`) or JSON file; unknown fields are errors.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -324,6 +328,23 @@ impl TrainConfig {
         }
     }
 
+    /// The log-variance offset in force: the configured one, else −4 for PCME++ and 0 for
+    /// the others.
+    ///
+    /// PCME++ ranks by CSD `‖Δmu‖² + Σ(s1+s2)` and its sigmoid starts at `a = b = 5`. With
+    /// unit-norm means and untrained heads (`v ≈ 0`, so `Σ s ≈ D` per side) every logit
+    /// starts near `−5·2D`: the BCE then pulls the positives together and gives the
+    /// negatives no gradient, and the means collapse to one point, a fixed point with zero
+    /// gradient (validation recall stays at chance). Starting from `s ≈ e⁻⁴` keeps the
+    /// variance term below the mean term, as with the pretrained features PCME++ was
+    /// designed for. MedProbCLIP's MLS with a softmax loss has no such trap.
+    pub fn log_variance_offset(&self) -> f64 {
+        self.model.log_variance_offset.unwrap_or(match self.method {
+            Method::Pcmepp => PCMEPP_LOG_VARIANCE_OFFSET,
+            _ => 0.0,
+        })
+    }
+
     /// Check every field that can be checked without doing the work; the error names the
     /// field.
     pub fn validate(&self) -> Result<()> {
@@ -342,6 +363,14 @@ impl TrainConfig {
         }
         if self.eval_batch_size == 0 {
             return Err(TrainError::config("eval_batch_size", "must be ≥ 1"));
+        }
+        if let Some(o) = self.model.log_variance_offset {
+            if !o.is_finite() {
+                return Err(TrainError::config(
+                    "model.log_variance_offset",
+                    format!("{o} must be finite"),
+                ));
+            }
         }
         if self.model.embed_dim == 0 {
             return Err(TrainError::config("model.embed_dim", "must be ≥ 1"));

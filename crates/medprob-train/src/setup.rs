@@ -149,7 +149,7 @@ pub fn build_model(
                 .model
                 .normalize_mean
                 .unwrap_or(config.method == Method::Pcmepp),
-            log_variance_offset: config.model.log_variance_offset,
+            log_variance_offset: config.log_variance_offset(),
         },
         device,
     )?;

@@ -369,3 +369,35 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         .unwrap_err();
     assert!(e.to_string().contains("missing.png"), "{e}");
 }
+
+/// PCME++'s first step with and without its default log-variance offset: without it the
+/// CSD is dominated by `Σ(s1+s2) ≈ 2D`, every logit starts near `−5·2D` and the matching
+/// BCE is enormous (the regime in which the means collapse); with it, the logits start
+/// in the range the sigmoid can learn from.
+#[test]
+fn pcmepp_starts_from_small_variances() {
+    let csv = dataset();
+    let tmp = tempfile::tempdir().unwrap();
+    let first_matching = |offset: Option<f64>, name: &str| {
+        let mut cfg = tiny(Method::Pcmepp, &csv, &tmp.path().join(name));
+        cfg.epochs = 1;
+        cfg.model.log_variance_offset = offset;
+        train(&cfg, false, QUIET).unwrap();
+        let log = std::fs::read_to_string(cfg.out.join("log.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        first["parts"]["inter"].as_f64().unwrap()
+    };
+    let cfg = tiny(Method::Pcmepp, &csv, tmp.path());
+    assert_eq!(cfg.log_variance_offset(), -4.0);
+    assert_eq!(
+        tiny(Method::MedProbClip, &csv, tmp.path()).log_variance_offset(),
+        0.0
+    );
+    let default = first_matching(None, "default");
+    let zero = first_matching(Some(0.0), "zero");
+    assert!(
+        default < 10.0,
+        "2·BCE at step 1 with the default offset: {default}"
+    );
+    assert!(zero > 30.0, "2·BCE at step 1 with v ≈ 0: {zero}");
+}

@@ -7,13 +7,13 @@
 //!     --method medprobclip --epochs 4 --out runs/medprobclip
 //! # MIMIC-CXR on a GPU with a pretrained text encoder (local folder or hub id):
 //! cargo run --release --features cuda --example train -- --config mimic.toml --device cuda \
-//!     --text-model microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract
+//!     --precision bf16 --text-model microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract
 //! ```
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use medprob::train::{train, DeviceKind, Method, TextSpec, TrainConfig, Verbosity};
+use medprob::train::{train, DeviceKind, Method, Precision, TextSpec, TrainConfig, Verbosity};
 
 #[derive(Parser)]
 #[command(about = "Train MedProbCLIP or a baseline on a study CSV")]
@@ -41,6 +41,9 @@ struct Args {
     /// cpu or cuda.
     #[arg(long)]
     device: Option<String>,
+    /// f32, or bf16 mixed precision (for CUDA).
+    #[arg(long)]
+    precision: Option<String>,
     /// Pretrained BERT-family text encoder: a local folder or a Hugging Face hub id.
     #[arg(long)]
     text_model: Option<String>,
@@ -86,6 +89,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = &args.device {
         c.device = v.parse::<DeviceKind>()?;
+    }
+    if let Some(v) = &args.precision {
+        c.precision = v.parse::<Precision>()?;
     }
     if let Some(v) = args.text_model {
         c.model.text = TextSpec::Pretrained { source: v };

@@ -130,6 +130,7 @@ enum Heads {
 /// Image encoder + text encoder + heads + match parameters.
 pub struct MedProbModel {
     config: ModelConfig,
+    dtype: DType,
     vars: SeededVarMap,
     image: ImageEncoder,
     text: BertEncoder,
@@ -140,10 +141,18 @@ pub struct MedProbModel {
 }
 
 impl MedProbModel {
-    /// A freshly initialised model (seeded by `config.seed`).
+    /// A freshly initialised model (seeded by `config.seed`), in `f32`.
     pub fn new(config: ModelConfig, device: &Device) -> Result<Self> {
+        Self::with_dtype(config, device, DType::F32)
+    }
+
+    /// A freshly initialised model whose variables and backbone arithmetic are `dtype`
+    /// (`BF16` for mixed-precision training on CUDA). Whatever `dtype` is, images go in
+    /// and embeddings and match parameters come out as `f32`, so the losses and metrics
+    /// always work in `f32`; layer norms and softmaxes are computed in `f32` inside.
+    pub fn with_dtype(config: ModelConfig, device: &Device, dtype: DType) -> Result<Self> {
         let vars = SeededVarMap::new(config.seed);
-        let vb = vars.builder(DType::F32, device);
+        let vb = vars.builder(dtype, device);
         let image = match &config.image {
             ImageBackbone::Vit(c) => ImageEncoder::Vit(VisionTransformer::new(
                 c,
@@ -178,6 +187,7 @@ impl MedProbModel {
         let logit_scale = scalar("logit_scale", config.init_logit_scale)?;
         Ok(Self {
             config,
+            dtype,
             vars,
             image,
             text,
@@ -193,26 +203,79 @@ impl MedProbModel {
         &self.config
     }
 
-    /// Match-probability scale `a` and shift `b` (scalar variables).
-    pub fn match_parameters(&self) -> (&Tensor, &Tensor) {
-        (&self.scale, &self.shift)
+    /// The dtype of the variables and of the backbones' arithmetic.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
-    /// The softmax `logit_scale` (deterministic methods).
-    pub fn logit_scale(&self) -> &Tensor {
-        &self.logit_scale
+    /// Match-probability scale `a` and shift `b` (scalar variables, as `f32`).
+    pub fn match_parameters(&self) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.scale.to_dtype(DType::F32)?,
+            self.shift.to_dtype(DType::F32)?,
+        ))
     }
 
-    /// Embed images `[B, C, S, S]`.
+    /// The softmax `logit_scale` (deterministic methods), as `f32`.
+    pub fn logit_scale(&self) -> Result<Tensor> {
+        Ok(self.logit_scale.to_dtype(DType::F32)?)
+    }
+
+    /// Embed images `[B, C, S, S]` (any float dtype; embeddings come out as `f32`).
     pub fn encode_images(&self, images: &Tensor, train: bool) -> Result<Embedded> {
-        let mut f = self.image.forward(images, train)?;
+        let mut f = self.image.forward(&images.to_dtype(self.dtype)?, train)?;
         if self.config.freeze_image {
             f = f.detach();
         }
-        Ok(match &self.heads {
+        self.head_f32(match &self.heads {
             Heads::Probabilistic(h, _) => Embedded::Gaussian(h.forward(&f)?),
             Heads::Deterministic(h, _) => Embedded::Unit(h.forward(&f)?),
         })
+    }
+
+    /// Embeddings as `f32` (a differentiable cast; nothing happens for an `f32` model).
+    fn head_f32(&self, e: Embedded) -> Result<Embedded> {
+        if self.dtype == DType::F32 {
+            return Ok(e);
+        }
+        Ok(match e {
+            Embedded::Gaussian(g) => Embedded::Gaussian(GaussianTensor::new(
+                g.mean.to_dtype(DType::F32)?,
+                g.log_var.to_dtype(DType::F32)?,
+            )?),
+            Embedded::Unit(t) => Embedded::Unit(t.to_dtype(DType::F32)?),
+        })
+    }
+
+    /// Set every variable of `self` whose name satisfies `which` to the same-named
+    /// variable of `source`, converted to `self`'s dtype (mixed precision: the `f32`
+    /// master weights into the `bf16` working copy, and running statistics back).
+    pub fn copy_vars_from(
+        &self,
+        source: &MedProbModel,
+        which: impl Fn(&str) -> bool,
+    ) -> Result<usize> {
+        let from: std::collections::HashMap<String, Var> = source.all_vars().into_iter().collect();
+        let mut n = 0;
+        for (name, var) in self.all_vars() {
+            if !which(&name) {
+                continue;
+            }
+            let src = from.get(&name).ok_or_else(|| EncoderError::Input {
+                what: "MedProbModel::copy_vars_from",
+                detail: format!("the source model has no variable {name}"),
+            })?;
+            if src.dims() != var.dims() {
+                return Err(EncoderError::TensorShape {
+                    name,
+                    expected: var.dims().to_vec(),
+                    found: src.dims().to_vec(),
+                });
+            }
+            var.set(&src.as_tensor().detach().to_dtype(self.dtype)?)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Embed token ids `[B, L]` with their attention mask.
@@ -222,7 +285,7 @@ impl MedProbModel {
         if self.config.freeze_text {
             f = f.detach();
         }
-        Ok(match &self.heads {
+        self.head_f32(match &self.heads {
             Heads::Probabilistic(_, h) => Embedded::Gaussian(h.forward(&f)?),
             Heads::Deterministic(_, h) => Embedded::Unit(h.forward(&f)?),
         })

@@ -9,15 +9,31 @@
 
 use std::sync::Mutex;
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 
-/// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)` (max detached).
+/// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)` (max detached),
+/// computed in `f32` for half-precision inputs and returned in the input's dtype.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    in_f32(x, |x| {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    })
+}
+
+/// `f(x)` evaluated in `f32` when `x` is half precision (`bf16`/`f16`), cast back after:
+/// sums over a row (norms, softmax) lose too much in 8 mantissa bits. The casts are
+/// differentiable, so gradients flow through in the same precision.
+fn in_f32(
+    x: &Tensor,
+    f: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
+        _ => f(x),
+    }
 }
 
 /// Layer normalisation over the last dimension with a learnable scale and shift.
@@ -46,14 +62,17 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
+    /// Normalised in `f32` for half-precision inputs (see [`in_f32`]).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        in_f32(x, |x| {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            normed
+                .broadcast_mul(&self.weight.to_dtype(x.dtype())?)?
+                .broadcast_add(&self.bias.to_dtype(x.dtype())?)
+        })
     }
 }
 

@@ -232,6 +232,35 @@ impl DeviceKind {
     }
 }
 
+/// Arithmetic precision of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in `f32`.
+    #[default]
+    F32,
+    /// Mixed precision: the optimiser keeps `f32` master weights and moments; each step
+    /// copies them into a `bf16` working model whose backbones run in `bf16` (layer norms
+    /// and softmaxes in `f32` inside), and the embeddings, losses and gradients handed to
+    /// the optimiser are `f32`. Meant for CUDA (tensor cores); on the CPU it is correct
+    /// but slower than `f32`. Validation and checkpoints use the `f32` weights.
+    Bf16,
+}
+
+impl FromStr for Precision {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(TrainError::config(
+                "precision",
+                format!("{other:?}: expected f32 or bf16"),
+            )),
+        }
+    }
+}
+
 /// Everything one training run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -250,6 +279,8 @@ pub struct TrainConfig {
     /// Seed of initialisation, dropout, sampling and augmentation.
     pub seed: u64,
     pub device: DeviceKind,
+    /// `f32`, or `bf16` mixed precision (see [`Precision`]).
+    pub precision: Precision,
     /// Save a resumable checkpoint every this many optimisation steps (0: at epoch ends).
     pub checkpoint_every: usize,
     /// Stop after this many consecutive steps with a non-finite loss or gradient.
@@ -282,6 +313,7 @@ impl Default for TrainConfig {
             eval_batch_size: 128,
             seed: 0,
             device: DeviceKind::Cpu,
+            precision: Precision::F32,
             checkpoint_every: 0,
             max_bad_steps: 5,
             out: PathBuf::from("runs/train"),

@@ -192,7 +192,7 @@ fn zero_shot_report(
     let mut neg = Array2::<f64>::zeros((n, FINDINGS.len()));
     let mut labels = Array2::<Option<bool>>::from_elem((n, FINDINGS.len()), None);
     let probabilistic = config.method.probabilistic();
-    let temperature = (-model.logit_scale().flatten_all()?.to_vec1::<f32>()?[0] as f64).exp();
+    let temperature = (-model.logit_scale()?.flatten_all()?.to_vec1::<f32>()?[0] as f64).exp();
     for (c, finding) in FINDINGS.iter().enumerate() {
         let (p, q) = prompts(finding);
         for (set, out) in [(p, &mut pos), (q, &mut neg)] {

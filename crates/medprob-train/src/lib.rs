@@ -19,6 +19,6 @@ pub mod retrieve;
 pub mod setup;
 pub mod trainer;
 
-pub use config::{DeviceKind, Method, TextSpec, TrainConfig};
+pub use config::{DeviceKind, Method, Precision, TextSpec, TrainConfig};
 pub use error::{Result, TrainError};
 pub use trainer::{train, TrainOutcome, Verbosity};

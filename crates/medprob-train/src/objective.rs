@@ -92,7 +92,8 @@ impl Objective {
         let e_t2 = model.encode_texts(&t2, &m2, true)?;
         let ids: Vec<&str> = batch.iter().map(|it| it.study_id.as_str()).collect();
         let tg = targets::from_keys(&ids, candle_core::DType::F32, device)?;
-        let (scale, shift) = model.match_parameters();
+        let (scale, shift) = model.match_parameters()?;
+        let (scale, shift) = (&scale, &shift);
         let gaussian = |e: &Embedded| match e {
             Embedded::Gaussian(g) => Ok(g.clone()),
             Embedded::Unit(_) => Err(TrainError::config(
@@ -135,9 +136,9 @@ impl Objective {
                 average(one, two)?
             }
             Method::Clip => {
-                let ls = model.logit_scale();
-                let one = clip_loss(e_i1.mean(), e_t1.mean(), ls, Some(&tg))?;
-                let two = clip_loss(e_i2.mean(), e_t2.mean(), ls, Some(&tg))?;
+                let ls = model.logit_scale()?;
+                let one = clip_loss(e_i1.mean(), e_t1.mean(), &ls, Some(&tg))?;
+                let two = clip_loss(e_i2.mean(), e_t2.mean(), &ls, Some(&tg))?;
                 average(one, two)?
             }
             Method::CxrClip => cxr_clip_loss(
@@ -146,7 +147,7 @@ impl Objective {
                 e_i2.mean(),
                 e_t1.mean(),
                 e_t2.mean(),
-                model.logit_scale(),
+                &model.logit_scale()?,
                 Some(&tg),
             )?,
         })

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use medprob_data::loader::StudyLoader;
 use medprob_data::tokenize::ReportTokenizer;
@@ -27,7 +27,7 @@ use medprob_metrics::retrieval::{DirectionReport, RetrievalReport};
 use serde_json::json;
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::TrainConfig;
+use crate::config::{Precision, TrainConfig};
 use crate::encode::embed_split;
 use crate::error::{Result, TrainError};
 use crate::objective::Objective;
@@ -134,6 +134,18 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
     };
     let vars = model.trainable_vars();
     let mut optimizer = AdamW::new(vars.clone(), config.optim.clone())?;
+    // Mixed precision: a bf16 working copy runs forward and backward; the optimiser and
+    // checkpoints keep the f32 master weights above.
+    let working = match config.precision {
+        Precision::F32 => None,
+        Precision::Bf16 => Some(MedProbModel::with_dtype(
+            model.config().clone(),
+            &device,
+            DType::BF16,
+        )?),
+    };
+    let forward_model = working.as_ref().unwrap_or(&model);
+    let forward_vars = forward_model.trainable_vars();
     if let Some(dir) = &latest_dir {
         optimizer.load(&dir.join("optimizer.safetensors"))?;
     }
@@ -196,7 +208,10 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
             let t0 = Instant::now();
             let first = state.batch;
             let last = (first + acc).min(batches);
-            model.set_step(state.step as u64);
+            forward_model.set_step(state.step as u64);
+            if let Some(w) = &working {
+                w.copy_vars_from(&model, |_| true)?;
+            }
             let mut grads: BTreeMap<String, candle_core::Tensor> = BTreeMap::new();
             let mut parts = Vec::new();
             let mut ids = Vec::new();
@@ -207,7 +222,8 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
                 let items = train_loader.train_batch(epoch as u64, b)?;
                 images += 2 * items.len();
                 ids.extend(items.iter().map(|i| i.study_id.clone()));
-                let mut out = objective.loss(&model, &tokenizer, &items, state.step, &device)?;
+                let mut out =
+                    objective.loss(forward_model, &tokenizer, &items, state.step, &device)?;
                 if nan_at.contains(&attempts) {
                     out.parts.total = f64::NAN;
                     out.total = (out.total * f64::NAN)?;
@@ -218,7 +234,13 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
                     break;
                 }
                 let g = out.total.backward()?;
-                accumulate(&mut grads, collect_grads(&vars, &g))?;
+                let mut step_grads = collect_grads(&forward_vars, &g);
+                if working.is_some() {
+                    for t in step_grads.values_mut() {
+                        *t = t.to_dtype(DType::F32)?;
+                    }
+                }
+                accumulate(&mut grads, step_grads)?;
                 parts.push(out.parts);
             }
             state.batch = last;
@@ -251,6 +273,10 @@ pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result
             state.bad_steps = 0;
             let lr = config.optim.lr_at(state.step, total_steps);
             optimizer.step(&grads, lr)?;
+            if let Some(w) = &working {
+                // Running statistics (ResNet batch norms) are updated by the working copy.
+                model.copy_vars_from(w, medprob_encoders::resnet::is_buffer)?;
+            }
             state.step += 1;
             let p = &parts[parts.len() - 1];
             let secs = t0.elapsed().as_secs_f64();

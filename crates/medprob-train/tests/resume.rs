@@ -401,3 +401,65 @@ fn pcmepp_starts_from_small_variances() {
     );
     assert!(zero > 30.0, "2·BCE at step 1 with v ≈ 0: {zero}");
 }
+
+/// bf16 mixed precision (runs on the CPU too): the working copy's first loss is the f32
+/// loss to bf16 accuracy, training finishes with finite f32 master weights that moved,
+/// and the checkpoint stays f32.
+#[test]
+fn bf16_mixed_precision_trains_f32_master_weights() {
+    use medprob_train::Precision;
+    let csv = dataset();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |precision: Precision, name: &str| {
+        let mut cfg = tiny(Method::MedProbClip, &csv, &tmp.path().join(name));
+        cfg.epochs = 1;
+        cfg.precision = precision;
+        let outcome = train(&cfg, false, QUIET).unwrap();
+        let log = std::fs::read_to_string(cfg.out.join("log.jsonl")).unwrap();
+        let losses: Vec<f64> = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["event"] == "step")
+            .map(|v| v["loss"].as_f64().unwrap())
+            .collect();
+        (outcome, losses, cfg.out)
+    };
+    let (_, f32_losses, f32_out) = run(Precision::F32, "f32");
+    let (outcome, bf16_losses, bf16_out) = run(Precision::Bf16, "bf16");
+    assert_eq!(bf16_losses.len(), f32_losses.len());
+    let (a, b) = (f32_losses[0], bf16_losses[0]);
+    assert!(
+        (a - b).abs() < 0.02 * a.abs(),
+        "first loss f32 {a} vs bf16 {b}"
+    );
+    assert_ne!(a, b, "the bf16 working copy computed exactly the f32 loss");
+    assert!(bf16_losses.iter().all(|l| l.is_finite()));
+    assert!(outcome.best_rsum > 0.0);
+
+    // SAFETY: a read-only map of a file nothing else writes.
+    let file = unsafe {
+        candle_core::safetensors::MmapedSafetensors::new(
+            latest(&bf16_out).join("model.safetensors"),
+        )
+        .unwrap()
+    };
+    let names: Vec<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
+    assert!(names.len() > 10);
+    for name in &names {
+        let t = file.load(name, &Device::Cpu).unwrap();
+        assert_eq!(
+            t.dtype(),
+            candle_core::DType::F32,
+            "{name} is saved as {:?}",
+            t.dtype()
+        );
+    }
+    let (w0, w1) = (weights(&latest(&f32_out)), weights(&latest(&bf16_out)));
+    let differ = w0.iter().zip(&w1).filter(|(x, y)| x.1 != y.1).count();
+    assert!(
+        differ > w0.len() / 2,
+        "bf16 training changed only {differ} of {} tensors relative to f32",
+        w0.len()
+    );
+    assert!(w1.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+}

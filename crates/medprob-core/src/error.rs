@@ -51,6 +51,13 @@ pub enum CoreError {
     #[error("{what}: {detail}")]
     Tensor { what: &'static str, detail: String },
 
+    /// A gallery index that cannot be written or read (names the file).
+    #[error("{}: {reason}", path.display())]
+    Index {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
     /// An error raised by candle itself.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -191,10 +191,9 @@ pub fn loader_config(config: &TrainConfig, train: bool) -> LoaderConfig {
         workers: config.data.workers,
         shuffle: train,
         drop_last: train,
-        cache_side: config
-            .data
-            .cache_images
-            .then_some(2 * config.data.image_size),
+        // Both transforms first reduce the shorter side to `image_size`, so that is the
+        // size to keep: a larger cache only adds a resize to every item of every epoch.
+        cache_side: config.data.cache_images.then_some(config.data.image_size),
         limits: config.data.limits,
         ..LoaderConfig::default()
     }

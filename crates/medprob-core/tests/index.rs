@@ -1,0 +1,186 @@
+//! The on-disk gallery index: what is written is what is read, its search is the in-memory
+//! top-k exactly, and bad input or a damaged file is an error that names the file.
+
+use std::path::Path;
+
+use medprob_core::index::{EMBEDDINGS_FILE, IDS_FILE};
+use medprob_core::{
+    kernels, Distance, GaussianEmbeddings, GaussianIndex, GaussianIndexWriter, IndexInfo,
+    TopKOptions,
+};
+use rand::{Rng, SeedableRng};
+
+fn random(n: usize, d: usize, seed: u64) -> GaussianEmbeddings {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mean = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let log_var = (0..n * d).map(|_| rng.random_range(-3.0f32..0.5)).collect();
+    GaussianEmbeddings::from_vecs(n, d, mean, log_var).unwrap()
+}
+
+fn info(distance: Distance, dim: usize, len: usize) -> IndexInfo {
+    IndexInfo {
+        distance,
+        dim,
+        len,
+        description: "test gallery".into(),
+    }
+}
+
+/// Write `g` in three pushes of uneven size.
+fn write(dir: &Path, g: &GaussianEmbeddings, distance: Distance) {
+    let ids: Vec<String> = (0..g.len()).map(|i| format!("study-{i}")).collect();
+    let mut w = GaussianIndexWriter::create(dir, info(distance, g.dim(), g.len())).unwrap();
+    let cuts = [0, g.len() / 3, g.len() / 3 + 1, g.len()];
+    for c in cuts.windows(2) {
+        w.push(&g.slice(c[0]..c[1]), &ids[c[0]..c[1]]).unwrap();
+    }
+    assert_eq!(w.finish().unwrap(), dir);
+}
+
+#[test]
+fn written_index_reads_back_and_searches_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, d) = (1000, 24);
+    // Rows 10 and 500 are identical, so ties are exercised across blocks.
+    let mut g = random(n, d, 1);
+    let (m, v) = g.row(10);
+    let (m, v) = (m.to_vec(), v.to_vec());
+    let mut mean = g.mean().to_owned();
+    let mut log_var = g.log_var().to_owned();
+    mean.row_mut(500).assign(&ndarray::ArrayView1::from(&m));
+    log_var.row_mut(500).assign(&ndarray::ArrayView1::from(&v));
+    g = GaussianEmbeddings::new(mean, log_var).unwrap();
+    let queries = random(7, d, 2);
+    for distance in [Distance::Mls, Distance::Csd] {
+        let dir = tmp.path().join(format!("{distance:?}"));
+        write(&dir, &g, distance);
+        let index = GaussianIndex::open(&dir).unwrap();
+        assert_eq!(index.len(), n);
+        assert_eq!(index.info().distance, distance);
+        assert_eq!(index.ids()[999], "study-999");
+        let back = index.rows(0..n).unwrap();
+        assert_eq!(back.mean(), g.mean());
+        assert_eq!(back.log_var(), g.log_var());
+
+        let opts = TopKOptions {
+            query_block: 3,
+            gallery_block: 97,
+        };
+        let from_disk = index.search(&queries, 10, &opts).unwrap();
+        let in_memory =
+            kernels::top_k(distance, &queries, &g, 10, &TopKOptions::default()).unwrap();
+        assert_eq!(from_disk.indices, in_memory.indices, "{distance:?}");
+        if distance == Distance::Mls {
+            // The fused loop sums each pair the same way whatever the block.
+            assert_eq!(from_disk.distances, in_memory.distances);
+        } else {
+            // A GEMM's summation order depends on the block shape: last bits only.
+            for (a, b) in from_disk.distances.iter().zip(&in_memory.distances) {
+                assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+            }
+        }
+        // A query equal to the duplicated row finds both copies, lower index first.
+        let q = g.slice(10..11);
+        let top = index.search(&q, 2, &opts).unwrap();
+        if distance == Distance::Csd {
+            // CSD of an item with itself is Σ 2s: nearest is not guaranteed to be itself,
+            // but the two identical rows always tie.
+            let both: Vec<usize> = top.indices.row(0).to_vec();
+            if both.contains(&10) {
+                assert_eq!(both, vec![10, 500]);
+            }
+        } else {
+            assert_eq!(top.indices.row(0).to_vec(), vec![10, 500]);
+        }
+        assert_eq!(top.distances[[0, 0]], top.distances[[0, 1]]);
+    }
+}
+
+#[test]
+fn the_file_is_plain_safetensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    let g = random(5, 3, 4);
+    write(&dir, &g, Distance::Mls);
+    let bytes = std::fs::read(dir.join(EMBEDDINGS_FILE)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("gaussian").unwrap();
+    assert_eq!(t.shape(), [5, 2, 3]);
+    let first: Vec<f32> = t.data()[..24]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let (m, v) = g.row(0);
+    assert_eq!(first, [m, v].concat());
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!((8 + header) % 8, 0, "data starts 8-byte aligned");
+    let info: IndexInfo =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(info.len, 5);
+}
+
+#[test]
+fn bad_input_fails_and_leaves_nothing_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = random(4, 3, 5);
+    let ids = ["a", "b", "c", "d"];
+
+    // An existing folder is never touched.
+    let existing = tmp.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::write(existing.join("keep.txt"), "mine").unwrap();
+    let e = GaussianIndexWriter::create(&existing, info(Distance::Mls, 3, 4))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(existing.join("keep.txt")).unwrap(),
+        "mine"
+    );
+
+    let dir = tmp.path().join("idx");
+    let mut w = GaussianIndexWriter::create(&dir, info(Distance::Mls, 3, 4)).unwrap();
+    let e = w.push(&g.slice(0..2), &["a", "a"]).unwrap_err();
+    assert!(e.to_string().contains("\"a\" appears twice"), "{e}");
+    let e = w.push(&random(1, 5, 6), &["z"]).unwrap_err();
+    assert!(e.to_string().contains("D = 5"), "{e}");
+    let e = w.push(&g.slice(0..1), &["x\ny"]).unwrap_err();
+    assert!(e.to_string().contains("line break"), "{e}");
+    // Too few items: finish refuses, and no folder (or temporary folder) remains.
+    let e = w.finish().unwrap_err();
+    assert!(e.to_string().contains("of the 4 items"), "{e}");
+    assert!(!dir.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("existing")]);
+
+    // A complete index, then damaged copies of it.
+    let mut w = GaussianIndexWriter::create(&dir, info(Distance::Mls, 3, 4)).unwrap();
+    w.push(&g, &ids).unwrap();
+    w.finish().unwrap();
+    let file = dir.join(EMBEDDINGS_FILE);
+    let bytes = std::fs::read(&file).unwrap();
+
+    std::fs::write(&file, &bytes[..bytes.len() - 4]).unwrap();
+    let e = GaussianIndex::open(&dir).err().unwrap();
+    assert!(e.to_string().contains(EMBEDDINGS_FILE), "{e}");
+
+    let mut nan = bytes.clone();
+    let row2_mean = bytes.len() - 2 * 24;
+    nan[row2_mean..row2_mean + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&file, &nan).unwrap();
+    let index = GaussianIndex::open(&dir).unwrap();
+    let e = index.search(&g, 1, &TopKOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(EMBEDDINGS_FILE) && msg.contains("row 2"),
+        "{msg}"
+    );
+
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::write(dir.join(IDS_FILE), "a\nb\nc\n").unwrap();
+    let e = GaussianIndex::open(&dir).err().unwrap();
+    assert!(e.to_string().contains("3 ids for 4 embeddings"), "{e}");
+}

@@ -263,7 +263,7 @@ impl BertEncoder {
             let ff = match self.config.hidden_act.as_str() {
                 "gelu_new" | "gelu_pytorch_tanh" => ff.gelu()?,
                 "relu" => ff.relu()?,
-                _ => ff.gelu_erf()?,
+                _ => crate::ops::gelu_erf(&ff)?,
             };
             let ff = layer
                 .hidden_dropout

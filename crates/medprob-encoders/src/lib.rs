@@ -18,6 +18,7 @@
 
 pub mod bert;
 pub mod error;
+mod fused;
 pub mod heads;
 pub mod hub;
 pub mod init;

@@ -1,5 +1,9 @@
 //! Differentiable replacements for candle's fused kernels.
 //!
+//! On the CPU (`f32`/`f64`) softmax, layer norm and GELU run as the fused kernels of
+//! [`crate::fused`], whose backward passes are written by hand; elsewhere they are composed
+//! from elementary operations.
+//!
 //! In candle 0.11.1 the fused `candle_nn::LayerNorm` (with bias, contiguous input),
 //! `ops::softmax_last_dim` and `ops::rms_norm` have no backward pass: a graph through them is
 //! cut silently and the layers before them never learn. These versions are written with
@@ -11,16 +15,30 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
+
+use crate::fused::{cpu_float, GeluErf, LayerNormOp, SoftmaxLastDim};
 use rand::{Rng, SeedableRng};
 
 /// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)` (max detached),
 /// computed in `f32` for half-precision inputs and returned in the input's dtype.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     in_f32(x, |x| {
+        if cpu_float(x) {
+            return x.contiguous()?.apply_op1(SoftmaxLastDim);
+        }
         let max = x.max_keepdim(D::Minus1)?.detach();
         let e = x.broadcast_sub(&max)?.exp()?;
         e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
     })
+}
+
+/// Exact (erf) GELU; a fused kernel on the CPU (see [`crate::fused`]).
+pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    if cpu_float(x) {
+        x.contiguous()?.apply_op1(GeluErf)
+    } else {
+        x.gelu_erf()
+    }
 }
 
 /// `f(x)` evaluated in `f32` when `x` is half precision (`bf16`/`f16`), cast back after:
@@ -65,6 +83,13 @@ impl Module for LayerNorm {
     /// Normalised in `f32` for half-precision inputs (see [`in_f32`]).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         in_f32(x, |x| {
+            if cpu_float(x) && self.weight.dtype() == x.dtype() {
+                return x.contiguous()?.apply_op3(
+                    &self.weight,
+                    &self.bias,
+                    LayerNormOp { eps: self.eps },
+                );
+            }
             let mean = x.mean_keepdim(D::Minus1)?;
             let centred = x.broadcast_sub(&mean)?;
             let var = centred.sqr()?.mean_keepdim(D::Minus1)?;

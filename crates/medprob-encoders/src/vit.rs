@@ -232,7 +232,9 @@ impl VisionTransformer {
                 .reshape((b, n, d))?;
             x = (x + blk.dropout.forward_t(&blk.proj.forward(&out)?, train)?)?;
             let y = blk.norm2.forward(&x)?;
-            let y = blk.fc2.forward(&blk.fc1.forward(&y)?.gelu_erf()?)?;
+            let y = blk
+                .fc2
+                .forward(&crate::ops::gelu_erf(&blk.fc1.forward(&y)?)?)?;
             x = (x + blk.dropout.forward_t(&y, train)?)?;
         }
         Ok(self.norm.forward(&x)?)

@@ -1,0 +1,593 @@
+//! Fused CPU kernels, with hand-written backward passes, for the three element-wise layers
+//! of the encoders: exact (erf) GELU, softmax over the last dimension and layer norm.
+//!
+//! Built from elementary candle operations (as [`crate::ops`] does on other devices), each
+//! of these costs five to ten small tensors forward and as many again backward, and on a
+//! CPU a training step of the small encoders spends most of its backward pass allocating,
+//! broadcasting and reducing those temporaries (`scripts/bench_train.sh --breakdown`). Here
+//! each layer is one pass forward and one pass backward over contiguous rows, in the
+//! tensor's own precision (`f32` or `f64`).
+//!
+//! * GELU: `y = ½x(1 + erf(x/√2))`, `dy/dx = Φ(x) + x·φ(x)`.
+//! * Softmax: `y = e^{x − max} / Σ e^{x − max}`, `dx = y ⊙ (g − Σ g ⊙ y)`.
+//! * Layer norm: `x̂ = (x − μ)/√(σ² + ε)`, `y = x̂ ⊙ w + b`;
+//!   `dx = (1/√(σ²+ε)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ w`,
+//!   `dw = Σ_rows g ⊙ x̂`, `db = Σ_rows g`.
+//!
+//! Only `f32`/`f64` CPU tensors take these paths; callers fall back to the composed
+//! operations elsewhere (CUDA, half precision), so every device trains the same model.
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+/// Rows per parallel task.
+const ROWS_PER_TASK: usize = 64;
+
+/// Whether `t` can take a fused CPU kernel.
+pub(crate) fn cpu_float(t: &Tensor) -> bool {
+    matches!(t.device(), Device::Cpu) && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// The float types the kernels run in.
+trait Elem: num_traits::Float + std::iter::Sum + Send + Sync + 'static {
+    fn erf(self) -> Self;
+    fn cst(x: f64) -> Self;
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [Self]>;
+    fn wrap(values: Vec<Self>) -> CpuStorage;
+}
+
+impl Elem for f32 {
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+    fn cst(x: f64) -> Self {
+        x as f32
+    }
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [Self]> {
+        match s {
+            CpuStorage::F32(v) => contiguous(v, l, what),
+            _ => candle_core::bail!("{what}: inputs of different dtypes"),
+        }
+    }
+    fn wrap(values: Vec<Self>) -> CpuStorage {
+        CpuStorage::F32(values)
+    }
+}
+
+impl Elem for f64 {
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+    fn cst(x: f64) -> Self {
+        x
+    }
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [Self]> {
+        match s {
+            CpuStorage::F64(v) => contiguous(v, l, what),
+            _ => candle_core::bail!("{what}: inputs of different dtypes"),
+        }
+    }
+    fn wrap(values: Vec<Self>) -> CpuStorage {
+        CpuStorage::F64(values)
+    }
+}
+
+fn contiguous<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&v[start..end]),
+        None => candle_core::bail!("{what}: input must be contiguous"),
+    }
+}
+
+/// `run::<f32>` or `run::<f64>`, by the dtype of the first input.
+macro_rules! dispatch {
+    ($s:expr, $name:expr, $run:ident ( $($arg:expr),* )) => {
+        match $s {
+            CpuStorage::F32(_) => $run::<f32>($($arg),*),
+            CpuStorage::F64(_) => $run::<f64>($($arg),*),
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $name),
+        }
+    };
+}
+
+/// `f(input_row, output_row)` for each row of length `d`, rows in parallel.
+fn map_rows<T: Elem>(x: &[T], d: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Vec<T> {
+    let d = d.max(1);
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                f(x, o);
+            }
+        });
+    out
+}
+
+/// `f(a_row, b_row, output_row)` for each pair of rows of length `d`, in parallel.
+fn map_row_pairs<T: Elem>(
+    a: &[T],
+    b: &[T],
+    d: usize,
+    f: impl Fn(&[T], &[T], &mut [T]) + Sync,
+) -> Vec<T> {
+    let d = d.max(1);
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(a.par_chunks(d * ROWS_PER_TASK))
+        .zip(b.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|((o, a), b)| {
+            for ((o, a), b) in o
+                .chunks_exact_mut(d)
+                .zip(a.chunks_exact(d))
+                .zip(b.chunks_exact(d))
+            {
+                f(a, b, o);
+            }
+        });
+    out
+}
+
+fn last_dim(l: &Layout) -> usize {
+    l.shape().dims().last().copied().unwrap_or(1)
+}
+
+const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+/// `1/√(2π)`.
+const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+// ---------------------------------------------------------------- GELU
+
+/// Exact GELU.
+pub(crate) struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "medprob-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
+            let x = T::slice(s, l, "medprob-gelu-erf")?;
+            let (half, r2) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2));
+            Ok(T::wrap(map_rows(x, last_dim(l), |x, y| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = half * x * (T::one() + (x * r2).erf());
+                }
+            })))
+        }
+        Ok((dispatch!(s, self.name(), run(s, l))?, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?,
+        ))
+    }
+}
+
+/// `(x, g) → g ⊙ GELU'(x)`.
+struct GeluErfGrad;
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "medprob-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<CpuStorage> {
+            let name = "medprob-gelu-erf-grad";
+            let (x, g) = (T::slice(s1, l1, name)?, T::slice(s2, l2, name)?);
+            let (half, r2, rpi) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2), T::cst(FRAC_1_SQRT_2PI));
+            Ok(T::wrap(map_row_pairs(x, g, last_dim(l1), |x, g, o| {
+                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+                    let cdf = half * (T::one() + (x * r2).erf());
+                    let pdf = rpi * (-half * x * x).exp();
+                    *o = g * (cdf + x * pdf);
+                }
+            })))
+        }
+        let out = dispatch!(s1, self.name(), run(s1, l1, s2, l2))?;
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------- softmax
+
+/// Softmax over the last dimension.
+pub(crate) struct SoftmaxLastDim;
+
+impl CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "medprob-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
+            let x = T::slice(s, l, "medprob-softmax-last-dim")?;
+            Ok(T::wrap(map_rows(x, last_dim(l), |x, y| {
+                let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+                let mut sum = T::zero();
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - max).exp();
+                    sum = sum + *y;
+                }
+                let inv = T::one() / sum;
+                for y in y.iter_mut() {
+                    *y = *y * inv;
+                }
+            })))
+        }
+        Ok((dispatch!(s, self.name(), run(s, l))?, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?,
+        ))
+    }
+}
+
+/// `(y, g) → y ⊙ (g − Σ g ⊙ y)` row by row.
+struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "medprob-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<CpuStorage> {
+            let name = "medprob-softmax-grad";
+            let (y, g) = (T::slice(s1, l1, name)?, T::slice(s2, l2, name)?);
+            Ok(T::wrap(map_row_pairs(y, g, last_dim(l1), |y, g, o| {
+                let dot: T = y.iter().zip(g).map(|(&y, &g)| y * g).sum();
+                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                    *o = y * (g - dot);
+                }
+            })))
+        }
+        let out = dispatch!(s1, self.name(), run(s1, l1, s2, l2))?;
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------- layer norm
+
+/// Layer norm over the last dimension: `(x [.., D], w [D], b [D]) → [.., D]`.
+pub(crate) struct LayerNormOp {
+    pub(crate) eps: f64,
+}
+
+/// Mean and `1/√(σ² + ε)` of a row.
+fn moments<T: Elem>(x: &[T], eps: T) -> (T, T) {
+    let n = T::cst(x.len() as f64);
+    let mean = x.iter().copied().sum::<T>() / n;
+    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
+type Input<'a> = (&'a CpuStorage, &'a Layout);
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "medprob-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(
+            eps: f64,
+            (s1, l1): Input,
+            (s2, l2): Input,
+            (s3, l3): Input,
+        ) -> candle_core::Result<CpuStorage> {
+            let name = "medprob-layer-norm";
+            let x = T::slice(s1, l1, name)?;
+            let (w, b) = (T::slice(s2, l2, name)?, T::slice(s3, l3, name)?);
+            let d = last_dim(l1);
+            if w.len() != d || b.len() != d {
+                candle_core::bail!("{name}: weight and bias must have {d} values");
+            }
+            let eps = T::cst(eps);
+            Ok(T::wrap(map_rows(x, d, |x, y| {
+                let (mean, inv) = moments(x, eps);
+                for k in 0..x.len() {
+                    y[k] = (x[k] - mean) * inv * w[k] + b[k];
+                }
+            })))
+        }
+        let out = dispatch!(s1, self.name(), run(self.eps, (s1, l1), (s2, l2), (s3, l3)))?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = w.elem_count();
+        let rows = x.elem_count() / d.max(1);
+        let g = grad.contiguous()?;
+        let packed = x.apply_op3_no_bwd(w, &g, &LayerNormGrad { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, rows, 1)?.reshape(w.shape())?;
+        let db = packed.narrow(0, rows + 1, 1)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `(x, w, g) → [rows + 2, D]`: `dx` row by row, then `dw`, then `db`.
+struct LayerNormGrad {
+    eps: f64,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "medprob-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(
+            eps: f64,
+            (s1, l1): Input,
+            (s2, l2): Input,
+            (s3, l3): Input,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let name = "medprob-layer-norm-grad";
+            let x = T::slice(s1, l1, name)?;
+            let (w, g) = (T::slice(s2, l2, name)?, T::slice(s3, l3, name)?);
+            let d = w.len().max(1);
+            let rows = x.len() / d;
+            let (eps, dn) = (T::cst(eps), T::cst(d as f64));
+            let mut dx = map_row_pairs(x, g, d, |x, g, o| {
+                let (mean, inv) = moments(x, eps);
+                let (mut mg, mut mgx) = (T::zero(), T::zero());
+                for k in 0..d {
+                    let gh = g[k] * w[k];
+                    mg = mg + gh;
+                    mgx = mgx + gh * (x[k] - mean) * inv;
+                }
+                let (mg, mgx) = (mg / dn, mgx / dn);
+                for k in 0..d {
+                    o[k] = inv * (g[k] * w[k] - mg - (x[k] - mean) * inv * mgx);
+                }
+            });
+            let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
+            for (x, g) in x.chunks_exact(d).zip(g.chunks_exact(d)) {
+                let (mean, inv) = moments(x, eps);
+                for k in 0..d {
+                    dw[k] = dw[k] + g[k] * (x[k] - mean) * inv;
+                    db[k] = db[k] + g[k];
+                }
+            }
+            dx.extend(dw);
+            dx.extend(db);
+            Ok((T::wrap(dx), Shape::from((rows + 2, d))))
+        }
+        dispatch!(s1, self.name(), run(self.eps, (s1, l1), (s2, l2), (s3, l3)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    /// Value and gradients of `Σ c ⊙ f(x)` (a fixed, non-uniform `c`) through the fused op
+    /// and through the composed reference, in f64.
+    fn check(
+        fused: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        reference: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        shape: (usize, usize, usize),
+        tol: f64,
+    ) {
+        let dev = Device::Cpu;
+        let n = shape.0 * shape.1 * shape.2;
+        let vals: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 % 101) as f64 / 101.0 - 0.5) * 6.0)
+            .collect();
+        let c: Vec<f64> = (0..n)
+            .map(|i| ((i * 13 % 29) as f64 / 29.0) - 0.3)
+            .collect();
+        let c = Tensor::from_vec(c, shape, &dev).unwrap();
+        let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+            let x =
+                Var::from_tensor(&Tensor::from_vec(vals.clone(), shape, &dev).unwrap()).unwrap();
+            let y = f(x.as_tensor()).unwrap();
+            let loss = (&y * &c).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            let gx = g
+                .get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            (y.flatten_all().unwrap().to_vec1::<f64>().unwrap(), gx)
+        };
+        let (y1, g1) = run(&fused);
+        let (y2, g2) = run(&reference);
+        for (a, b) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)) {
+            assert!((a - b).abs() < tol, "{a} vs {b}");
+        }
+        assert!(
+            g1.iter().any(|g| g.abs() > 1e-3),
+            "gradient is not trivially zero"
+        );
+    }
+
+    #[test]
+    fn gelu_matches_candle_in_value_and_gradient() {
+        // candle's erf (and so its GELU backward) is an approximation good to about 1e-7;
+        // libm's is exact to the last bit.
+        check(|x| x.apply_op1(GeluErf), |x| x.gelu_erf(), (2, 3, 17), 1e-6);
+    }
+
+    #[test]
+    fn softmax_matches_the_composed_formula() {
+        let reference = |x: &Tensor| {
+            let max = x.max_keepdim(candle_core::D::Minus1)?.detach();
+            let e = x.broadcast_sub(&max)?.exp()?;
+            e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1)?)
+        };
+        check(|x| x.apply_op1(SoftmaxLastDim), reference, (2, 5, 9), 1e-12);
+    }
+
+    #[test]
+    fn layer_norm_matches_the_composed_formula_for_input_weight_and_bias() {
+        let dev = Device::Cpu;
+        let d = 11;
+        let w = Var::from_vec(
+            (0..d).map(|i| 0.5 + i as f64 * 0.1).collect::<Vec<_>>(),
+            d,
+            &dev,
+        )
+        .unwrap();
+        let b = Var::from_vec(
+            (0..d).map(|i| i as f64 * -0.05).collect::<Vec<_>>(),
+            d,
+            &dev,
+        )
+        .unwrap();
+        let eps = 1e-5;
+        let composed = |x: &Tensor| {
+            let mean = x.mean_keepdim(candle_core::D::Minus1)?;
+            let c = x.broadcast_sub(&mean)?;
+            let var = c.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+            c.broadcast_div(&(var + eps)?.sqrt()?)?
+                .broadcast_mul(w.as_tensor())?
+                .broadcast_add(b.as_tensor())
+        };
+        let fused = |x: &Tensor| x.apply_op3(w.as_tensor(), b.as_tensor(), LayerNormOp { eps });
+        check(fused, composed, (3, 4, d), 1e-12);
+        // Weight and bias gradients.
+        let x = Tensor::from_vec(
+            (0..4 * d)
+                .map(|i| (i as f64 * 0.37).sin() * 3.0)
+                .collect::<Vec<_>>(),
+            (4, d),
+            &dev,
+        )
+        .unwrap();
+        let c = Tensor::from_vec(
+            (0..4 * d)
+                .map(|i| (i as f64 * 0.11).cos())
+                .collect::<Vec<_>>(),
+            (4, d),
+            &dev,
+        )
+        .unwrap();
+        let grads = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+            let g = (f(&x).unwrap() * &c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            [w.as_tensor(), b.as_tensor()].map(|v| g.get(v).unwrap().to_vec1::<f64>().unwrap())
+        };
+        let (a, r) = (grads(&fused), grads(&composed));
+        for (p, q) in a.iter().flatten().zip(r.iter().flatten()) {
+            assert!((p - q).abs() < 1e-10, "{p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn f32_kernels_agree_with_f64() {
+        let dev = Device::Cpu;
+        let x64 = Tensor::from_vec(
+            (0..60)
+                .map(|i| (i as f64 * 0.71).sin() * 4.0)
+                .collect::<Vec<_>>(),
+            (6, 10),
+            &dev,
+        )
+        .unwrap();
+        let x32 = x64.to_dtype(DType::F32).unwrap();
+        let w = Tensor::from_vec(
+            (0..10).map(|i| 1.0 + i as f64 * 0.1).collect::<Vec<_>>(),
+            10,
+            &dev,
+        )
+        .unwrap();
+        let b = w.affine(-0.5, 0.2).unwrap();
+        let ln = LayerNormOp { eps: 1e-6 };
+        let ops: [&dyn Fn(&Tensor) -> Tensor; 3] = [
+            &|x| x.apply_op1(GeluErf).unwrap(),
+            &|x| x.apply_op1(SoftmaxLastDim).unwrap(),
+            &|x| {
+                let (w, b) = (
+                    w.to_dtype(x.dtype()).unwrap(),
+                    b.to_dtype(x.dtype()).unwrap(),
+                );
+                x.apply_op3(&w, &b, LayerNormOp { eps: ln.eps }).unwrap()
+            },
+        ];
+        for f in ops {
+            let a = f(&x64).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let c = f(&x32)
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for (p, q) in a.iter().zip(&c) {
+                assert!((p - q).abs() < 1e-5 * (1.0 + p.abs()), "{p} vs {q}");
+            }
+        }
+    }
+}

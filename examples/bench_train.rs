@@ -13,7 +13,9 @@
 //! Prints one JSON line: steps per second and milliseconds per step over the timed steps
 //! (after `--warmup` untimed ones), batch, threads, peak resident set (Linux `VmHWM`), the
 //! first and final loss, and with `--breakdown` the mean milliseconds of forward (encoders
-//! and loss), backward (gradients and their collection) and optimiser (clipping and AdamW).
+//! and loss), backward (gradients and their collection) and optimiser (clipping and AdamW),
+//! and the inference throughput of the image tower (`encode_images_per_s`, `--encode` images
+//! in batches of 128).
 //! `scripts/bench_train.sh` runs it next to the same model in PyTorch
 //! (`scripts/bench_train.py`) and prints the ratio quoted in docs/PERFORMANCE.md.
 //!
@@ -61,6 +63,9 @@ struct Args {
     /// Seed of the synthetic batch (the model uses the config's seed, 0).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Images embedded (inference, batches of 128) for `encode_images_per_s`.
+    #[arg(long, default_value_t = 2048)]
+    encode: usize,
     /// Also report mean milliseconds of forward, backward and optimiser per step.
     #[arg(long)]
     breakdown: bool,
@@ -254,6 +259,21 @@ fn main() -> AnyResult<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
 
+    // Inference: embed --encode images in batches of 128 (after one untimed batch), as
+    // evaluation and the index builder do.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0xE);
+    let pixels: Vec<f32> = (0..128 * 3 * image_size * image_size)
+        .map(|_| rng.sample(StandardNormal))
+        .collect();
+    let images = Tensor::from_vec(pixels, (128, 3, image_size, image_size), &device)?;
+    model.encode_images(&images, false)?;
+    let batches = (args.encode / 128).max(1);
+    let t = Instant::now();
+    for _ in 0..batches {
+        model.encode_images(&images, false)?;
+    }
+    let encode_per_s = (batches * 128) as f64 / t.elapsed().as_secs_f64();
+
     let n = args.steps as f64;
     let round = |x: f64, digits: i32| (x * 10f64.powi(digits)).round() / 10f64.powi(digits);
     let json = |v: serde_json::Value| v.to_string();
@@ -271,6 +291,7 @@ fn main() -> AnyResult<()> {
         ("warmup", json(args.warmup.into())),
         ("first_loss", json(round(first_loss, 4).into())),
         ("final_loss", json(round(final_loss, 4).into())),
+        ("encode_images_per_s", json(round(encode_per_s, 1).into())),
     ];
     if args.breakdown {
         let ms = |x: f64| json(round(1e3 * x / n, 2).into());

@@ -7,6 +7,11 @@
 //!     --image runs/quickstart/synthcxr/images/synth000007_frontal.png --k 5 --risk 0.3
 //! cargo run --release --example retrieve -- --checkpoint runs/quickstart/medprobclip \
 //!     --report "Left pleural effusion."
+//! # Embed and calibrate the gallery once, then answer from the memory-mapped index:
+//! cargo run --release --example retrieve -- --checkpoint runs/quickstart/medprobclip \
+//!     --report "Left pleural effusion." --write-index runs/quickstart/index
+//! cargo run --release --example retrieve -- --checkpoint runs/quickstart/medprobclip \
+//!     --report "Cardiomegaly." --index runs/quickstart/index
 //! ```
 
 use std::path::PathBuf;
@@ -14,7 +19,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use medprob::data::Split;
 use medprob::train::pipeline::run_config;
-use medprob::train::retrieve::{Query, Retriever};
+use medprob::train::retrieve::{query_index, Query, Retriever};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +47,14 @@ struct Args {
     /// The bound holds with probability ≥ 1 − delta over the calibration split.
     #[arg(long, default_value_t = 0.1)]
     delta: f64,
+    /// Also write the gallery, its calibration and answer rules as on-disk indexes into
+    /// this (new) folder, for later `--index` queries.
+    #[arg(long)]
+    write_index: Option<PathBuf>,
+    /// Answer from indexes written by `--write-index` (only the query is embedded; the
+    /// gallery and the rules come from the index).
+    #[arg(long, conflicts_with_all = ["write_index", "studies"])]
+    index: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -58,22 +71,34 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config.data.studies = s;
         config.data.image_root = None;
     }
-    let r = Retriever::new(
-        &config,
-        &args.checkpoint,
-        Split::Test,
-        args.k,
-        args.risk,
-        args.delta,
-    )?;
-    let a = r.query(&query)?;
+    let (a, gallery_len) = match &args.index {
+        Some(dir) => {
+            let a = query_index(&config, &args.checkpoint, dir, &query, args.k)?;
+            (a, None)
+        }
+        None => {
+            let r = Retriever::new(
+                &config,
+                &args.checkpoint,
+                Split::Test,
+                args.k,
+                args.risk,
+                args.delta,
+            )?;
+            if let Some(dir) = &args.write_index {
+                r.write_indexes(dir)?;
+                eprintln!("wrote the gallery indexes to {}", dir.display());
+            }
+            (r.query(&query)?, Some(r.gallery_len()))
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&a)?);
         return Ok(());
     }
     println!(
         "gallery: {} studies; query uncertainty Σσ² = {}",
-        r.gallery_len(),
+        gallery_len.map_or("indexed".into(), |n| n.to_string()),
         a.uncertainty
             .map_or("n/a (deterministic model)".into(), |u| format!("{u:.3}"))
     );

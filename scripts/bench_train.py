@@ -290,6 +290,8 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=2000, help="text vocabulary size")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=1, help="seed of the synthetic batch")
+    p.add_argument("--encode", type=int, default=2048,
+                   help="images embedded (inference, batches of 128) for encode_images_per_s")
     p.add_argument("--breakdown", action="store_true",
                    help="also report mean ms of forward, backward and optimiser per step")
     args = p.parse_args()
@@ -357,6 +359,16 @@ def main() -> None:
         sums = [a + x for a, x in zip(sums, phases)]
     seconds = time.perf_counter() - started
 
+    # Inference: embed --encode images in batches of 128 (after one untimed batch).
+    model.eval()
+    batch_images = torch.randn(128, 3, s, s, generator=g)
+    with torch.no_grad():
+        model.encode_images(batch_images)
+        t = time.perf_counter()
+        for _ in range(max(1, args.encode // 128)):
+            model.encode_images(batch_images)
+        encode_per_s = max(1, args.encode // 128) * 128 / (time.perf_counter() - t)
+
     n = args.steps
     rss = peak_rss_mib()
     line = {
@@ -370,6 +382,7 @@ def main() -> None:
         "warmup": args.warmup,
         "first_loss": round(first_loss, 4),
         "final_loss": round(final_loss, 4),
+        "encode_images_per_s": round(encode_per_s, 1),
         "torch": torch.__version__,
     }
     if args.breakdown:

@@ -10,6 +10,10 @@
 //! * `ids.txt`: the `N` item ids, one per line, in row order.
 //! * `index.json`: the [`IndexInfo`] again, for people.
 //!
+//! The [`IndexInfo`] may carry a calibrated match probability and an answer threshold;
+//! [`GaussianIndex::answer`] then returns, per query, the top-k with probabilities, the
+//! query's uncertainty and the answer/abstain decision.
+//!
 //! [`GaussianIndexWriter`] streams rows to disk (the gallery never has to be in memory at
 //! once) into a temporary folder that is renamed into place only when complete, so a
 //! reader never sees half an index and an existing folder is never overwritten.
@@ -34,6 +38,7 @@ use crate::distance::Distance;
 use crate::embedding::GaussianEmbeddings;
 use crate::error::{CoreError, Result};
 use crate::kernels::{self, TopK, TopKOptions};
+use crate::match_prob::MatchProbability;
 
 /// The safetensors file of an index folder.
 pub const EMBEDDINGS_FILE: &str = "gallery.safetensors";
@@ -56,6 +61,41 @@ pub struct IndexInfo {
     pub len: usize,
     /// Free text: which model encoded what (for people and for provenance checks).
     pub description: String,
+    /// `p(match | distance)`, calibrated on held-out data (e.g. Platt scaling on the
+    /// validation split); without it answers carry distances only.
+    #[serde(default)]
+    pub match_probability: Option<MatchProbability>,
+    /// Answer a query only when its top-1 match probability is at least this (selective
+    /// retrieval); `None` answers every query.
+    #[serde(default)]
+    pub answer_threshold: Option<f64>,
+    /// What the threshold guarantees, in words (e.g. the risk level it was chosen for).
+    #[serde(default)]
+    pub guarantee: Option<String>,
+}
+
+/// One retrieved item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexHit {
+    /// Its id.
+    pub id: String,
+    /// Its row in the index.
+    pub row: usize,
+    /// Distance to the query.
+    pub distance: f32,
+    /// Calibrated match probability, when the index has a calibration.
+    pub probability: Option<f64>,
+}
+
+/// The answer to one query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexAnswer {
+    /// The nearest items, nearest first.
+    pub hits: Vec<IndexHit>,
+    /// The query's total variance `Σ σ²` (its uncertainty).
+    pub uncertainty: f64,
+    /// Whether the answer rule answers (`false`: abstain).
+    pub answered: bool,
 }
 
 fn index_error(path: &Path, reason: impl Into<String>) -> CoreError {
@@ -89,6 +129,12 @@ impl GaussianIndexWriter {
         }
         if info.dim == 0 {
             return Err(index_error(dir, "an index needs D ≥ 1"));
+        }
+        if info.answer_threshold.is_some_and(|t| !t.is_finite()) {
+            return Err(index_error(
+                dir,
+                "answer_threshold must be finite (use f64::MAX to answer nothing)",
+            ));
         }
         let name = dir
             .file_name()
@@ -433,6 +479,49 @@ impl GaussianIndex {
             }
         }
         Ok(TopK { indices, distances })
+    }
+}
+
+impl GaussianIndex {
+    /// Answer each query: its `k` nearest items with their match probabilities, its
+    /// uncertainty, and whether the index's answer rule answers (top-1 probability at
+    /// least [`IndexInfo::answer_threshold`]; always, without a threshold).
+    pub fn answer(
+        &self,
+        queries: &GaussianEmbeddings,
+        k: usize,
+        options: &TopKOptions,
+    ) -> Result<Vec<IndexAnswer>> {
+        let top = self.search(queries, k, options)?;
+        let uncertainty = queries.uncertainty();
+        let calibration = self.info.match_probability;
+        Ok((0..queries.len())
+            .map(|i| {
+                let hits: Vec<IndexHit> = top
+                    .indices
+                    .row(i)
+                    .iter()
+                    .zip(top.distances.row(i))
+                    .map(|(&row, &distance)| IndexHit {
+                        id: self.ids[row].clone(),
+                        row,
+                        distance,
+                        probability: calibration.map(|c| c.probability(distance as f64)),
+                    })
+                    .collect();
+                let top1 = hits.first().and_then(|h| h.probability);
+                let answered = match (self.info.answer_threshold, top1) {
+                    (None, _) => true,
+                    (Some(t), Some(p)) => p >= t,
+                    (Some(_), None) => false,
+                };
+                IndexAnswer {
+                    hits,
+                    uncertainty: uncertainty[i].total_variance,
+                    answered,
+                }
+            })
+            .collect())
     }
 }
 

@@ -23,6 +23,9 @@ fn info(distance: Distance, dim: usize, len: usize) -> IndexInfo {
         dim,
         len,
         description: "test gallery".into(),
+        match_probability: None,
+        answer_threshold: None,
+        guarantee: None,
     }
 }
 
@@ -183,4 +186,49 @@ fn bad_input_fails_and_leaves_nothing_half_written() {
     std::fs::write(dir.join(IDS_FILE), "a\nb\nc\n").unwrap();
     let e = GaussianIndex::open(&dir).err().unwrap();
     assert!(e.to_string().contains("3 ids for 4 embeddings"), "{e}");
+}
+
+#[test]
+fn answers_carry_probabilities_uncertainty_and_the_abstain_decision() {
+    use medprob_core::MatchProbability;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    let g = random(50, 8, 9);
+    let calibration = MatchProbability::new(0.05, 2.0).unwrap();
+    let mut w = GaussianIndexWriter::create(
+        &dir,
+        IndexInfo {
+            match_probability: Some(calibration),
+            answer_threshold: Some(0.5),
+            guarantee: Some("test rule".into()),
+            ..info(Distance::Csd, 8, 50)
+        },
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("s{i}")).collect();
+    w.push(&g, &ids).unwrap();
+    w.finish().unwrap();
+    let index = GaussianIndex::open(&dir).unwrap();
+
+    // Query 0 is gallery item 3 (near: CSD ≈ Σ 2s ≈ 8); query 1 is item 3 moved by 5 in
+    // every dimension (far: CSD ≈ 200 + 8).
+    let (m, v) = g.row(3);
+    let far: Vec<f32> = m.iter().map(|x| x + 5.0).collect();
+    let q = GaussianEmbeddings::from_vecs(2, 8, [m, &far].concat(), [v, v].concat()).unwrap();
+    let answers = index.answer(&q, 3, &TopKOptions::default()).unwrap();
+    for a in &answers {
+        assert!(a.hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+        assert_eq!(a.hits[0].id, format!("s{}", a.hits[0].row));
+    }
+    let unc = q.uncertainty();
+    for (a, u) in answers.iter().zip(&unc) {
+        assert_eq!(a.uncertainty, u.total_variance);
+        for h in &a.hits {
+            let p = calibration.probability(h.distance as f64);
+            assert_eq!(h.probability, Some(p));
+        }
+        assert_eq!(a.answered, a.hits[0].probability.unwrap() >= 0.5);
+    }
+    assert!(answers[0].answered, "the near query is answered");
+    assert!(!answers[1].answered, "the far query abstains");
 }

@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use candle_core::Device;
-use medprob_core::{kernels, TopKOptions};
+use medprob_core::{
+    kernels, GaussianEmbeddings, GaussianIndex, GaussianIndexWriter, IndexInfo, MatchProbability,
+    TopKOptions,
+};
 use medprob_data::image::{decode, eval_transform};
 use medprob_data::tokenize::ReportTokenizer;
 use medprob_encoders::MedProbModel;
@@ -39,7 +42,8 @@ pub struct Hit {
     pub distance: f64,
     /// Calibrated probability that this is the query's match.
     pub probability: f64,
-    /// The report (image queries) or the image path (report queries).
+    /// The report (image queries) or the image path (report queries); empty for answers
+    /// from an index, which stores ids only.
     pub item: String,
 }
 
@@ -158,31 +162,16 @@ impl Retriever {
 
     /// Answer one query.
     pub fn query(&self, query: &Query) -> Result<Answer> {
-        let (q, gallery, rule) = match query {
-            Query::Image(path) => {
-                let img = decode(path)?;
-                let t = &loader_config(&self.config, false).image;
-                let x = image_tensor(
-                    &[&eval_transform(&img, t)],
-                    self.config.data.image_size,
-                    &self.device,
-                )?;
-                (
-                    to_gaussian(&self.model.encode_images(&x, false)?)?,
-                    &self.gallery_images.texts,
-                    &self.image_rule,
-                )
-            }
-            Query::Report(text) => (
-                embed_texts(
-                    &self.model,
-                    &self.tokenizer,
-                    std::slice::from_ref(text),
-                    &self.device,
-                )?,
-                &self.gallery_images.images,
-                &self.report_rule,
-            ),
+        let q = embed_query(
+            &self.model,
+            &self.tokenizer,
+            &self.config,
+            &self.device,
+            query,
+        )?;
+        let (gallery, rule) = match query {
+            Query::Image(_) => (&self.gallery_images.texts, &self.image_rule),
+            Query::Report(_) => (&self.gallery_images.images, &self.report_rule),
         };
         let top = kernels::top_k(
             self.config.distance(),
@@ -234,4 +223,154 @@ impl Retriever {
     pub fn gallery_len(&self) -> usize {
         self.gallery_items.len()
     }
+
+    /// Write the gallery as two on-disk indexes with this retriever's calibration and answer
+    /// rules: `dir/reports` (answers image queries) and `dir/images` (answers report
+    /// queries). `dir` must not exist. [`query_index`] then answers queries without
+    /// embedding the gallery or calibrating again.
+    pub fn write_indexes(&self, dir: &Path) -> Result<()> {
+        if dir.exists() {
+            return Err(TrainError::config(
+                "index",
+                format!("{} already exists; choose another folder", dir.display()),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        let ids: Vec<&str> = self
+            .gallery_items
+            .iter()
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        let calibration = MatchProbability::new(self.platt.scale, self.platt.shift)?;
+        for (name, gallery, rule, kind) in [
+            (
+                REPORTS_INDEX,
+                &self.gallery_images.texts,
+                &self.image_rule,
+                "reports",
+            ),
+            (
+                IMAGES_INDEX,
+                &self.gallery_images.images,
+                &self.report_rule,
+                "images",
+            ),
+        ] {
+            let (selector, guarantee) = rule;
+            let info = IndexInfo {
+                distance: self.config.distance(),
+                dim: gallery.dim(),
+                len: gallery.len(),
+                description: format!(
+                    "{} {kind} of {} studies from {} ({} model)",
+                    gallery.len(),
+                    kind,
+                    self.config.data.studies.display(),
+                    self.config.method.display_name()
+                ),
+                match_probability: Some(calibration),
+                answer_threshold: Some(inclusive_threshold(selector)),
+                guarantee: Some(format!(
+                    "{} (loss: best match not in the top {})",
+                    guarantee.describe(),
+                    self.k
+                )),
+            };
+            let mut w = GaussianIndexWriter::create(&dir.join(name), info)?;
+            w.push(gallery, &ids)?;
+            w.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Sub-folder of [`Retriever::write_indexes`] holding the reports (for image queries).
+pub const REPORTS_INDEX: &str = "reports";
+/// Sub-folder of [`Retriever::write_indexes`] holding the images (for report queries).
+pub const IMAGES_INDEX: &str = "images";
+
+/// The threshold `t` such that `p ≥ t` answers exactly what `selector` answers (an index
+/// stores one inclusive threshold; "answer nothing" becomes one no probability reaches).
+fn inclusive_threshold(selector: &Selector) -> f64 {
+    let t = selector.threshold;
+    if t == f64::INFINITY {
+        f64::MAX
+    } else if t == f64::NEG_INFINITY {
+        -f64::MAX
+    } else if selector.inclusive {
+        t
+    } else {
+        t.next_up()
+    }
+}
+
+/// Embed one query with the model of a checkpoint.
+pub fn embed_query(
+    model: &MedProbModel,
+    tokenizer: &ReportTokenizer,
+    config: &TrainConfig,
+    device: &Device,
+    query: &Query,
+) -> Result<GaussianEmbeddings> {
+    match query {
+        Query::Image(path) => {
+            let img = decode(path)?;
+            let t = &loader_config(config, false).image;
+            let x = image_tensor(&[&eval_transform(&img, t)], config.data.image_size, device)?;
+            to_gaussian(&model.encode_images(&x, false)?)
+        }
+        Query::Report(text) => embed_texts(model, tokenizer, std::slice::from_ref(text), device),
+    }
+}
+
+/// Answer one query from indexes written by [`Retriever::write_indexes`]: only the query is
+/// embedded (with `checkpoint`'s model), the gallery is memory-mapped.
+pub fn query_index(
+    config: &TrainConfig,
+    checkpoint: &Path,
+    index_dir: &Path,
+    query: &Query,
+    k: usize,
+) -> Result<Answer> {
+    let device = config.device.device()?;
+    let (model, tokenizer) = load_checkpoint(checkpoint, config.data.max_tokens, &device)?;
+    let q = embed_query(&model, &tokenizer, config, &device, query)?;
+    let sub = match query {
+        Query::Image(_) => REPORTS_INDEX,
+        Query::Report(_) => IMAGES_INDEX,
+    };
+    let index = GaussianIndex::open(&index_dir.join(sub))?;
+    if index.info().distance != config.distance() {
+        return Err(TrainError::config(
+            "index",
+            format!(
+                "{} ranks by {:?}, the checkpoint's method by {:?}",
+                index_dir.join(sub).display(),
+                index.info().distance,
+                config.distance()
+            ),
+        ));
+    }
+    let a = index
+        .answer(&q, k, &TopKOptions::default())?
+        .pop()
+        .expect("one query, one answer");
+    let info = index.info();
+    Ok(Answer {
+        confidence: a.hits.first().and_then(|h| h.probability).unwrap_or(0.0),
+        hits: a
+            .hits
+            .into_iter()
+            .map(|h| Hit {
+                study_id: h.id,
+                distance: h.distance as f64,
+                probability: h.probability.unwrap_or(f64::NAN),
+                item: String::new(),
+            })
+            .collect(),
+        uncertainty: config.method.probabilistic().then_some(a.uncertainty),
+        answered: a.answered,
+        threshold: info.answer_threshold.filter(|t| *t <= 1.0),
+        guarantee: info.guarantee.clone().unwrap_or_default(),
+    })
 }

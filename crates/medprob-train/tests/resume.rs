@@ -353,7 +353,7 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         .find(|s| s.split == Some(medprob_data::Split::Test))
         .unwrap();
     let image = csv.parent().unwrap().join(&study.image_paths[0]);
-    let ans = r.query(&Query::Image(image)).unwrap();
+    let ans = r.query(&Query::Image(image.clone())).unwrap();
     assert_eq!(ans.hits.len(), 3);
     assert!(ans.hits.windows(2).all(|w| w[0].distance <= w[1].distance));
     assert!(ans
@@ -364,6 +364,31 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
     assert!(ans.guarantee.contains("with probability"));
     let ans = r.query(&Query::Report(study.impression.clone())).unwrap();
     assert!(ans.hits.iter().all(|h| h.item.ends_with(".png")));
+
+    // The same answers from the on-disk indexes: ids, distances, probabilities, decision.
+    let dir = tmp.path().join("index");
+    r.write_indexes(&dir).unwrap();
+    assert!(
+        r.write_indexes(&dir).is_err(),
+        "an existing index is never overwritten"
+    );
+    for q in [
+        Query::Image(image.clone()),
+        Query::Report(study.impression.clone()),
+    ] {
+        let direct = r.query(&q).unwrap();
+        let indexed = medprob_train::retrieve::query_index(&cfg, &cfg.out, &dir, &q, 3).unwrap();
+        let key = |a: &medprob_train::retrieve::Answer| {
+            a.hits
+                .iter()
+                .map(|h| (h.study_id.clone(), h.distance, h.probability))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&indexed), key(&direct));
+        assert_eq!(indexed.answered, direct.answered);
+        assert_eq!(indexed.uncertainty, direct.uncertainty);
+        assert_eq!(indexed.guarantee, direct.guarantee);
+    }
     let e = r
         .query(&Query::Image(tmp.path().join("missing.png")))
         .unwrap_err();

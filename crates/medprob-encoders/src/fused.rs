@@ -22,6 +22,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+/// One input of a kernel: its storage and layout.
+type Input<'a> = (&'a CpuStorage, &'a Layout);
+
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
@@ -44,7 +47,13 @@ impl Elem for f32 {
     /// the loops around it vectorise (libm's `erff` does not).
     fn erf(self) -> Self {
         const P: f32 = 0.327_591_1;
-        const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_8, -1.453_152_1, 1.061_405_4];
+        const A: [f32; 5] = [
+            0.254_829_6,
+            -0.284_496_74,
+            1.421_413_8,
+            -1.453_152_1,
+            1.061_405_4,
+        ];
         let x = self.abs();
         let t = 1.0 / (1.0 + P * x);
         let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
@@ -146,6 +155,43 @@ const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 /// `1/√(2π)`.
 const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
+/// A backward kernel that maps two same-shaped tensors row by row to a third.
+trait RowPairKernel: Send + Sync {
+    const NAME: &'static str;
+    fn row<T: Elem>(a: &[T], b: &[T], out: &mut [T]);
+}
+
+/// The candle operation of a [`RowPairKernel`] (no backward of its own: it *is* one).
+struct RowPairs<K>(K);
+
+impl<K: RowPairKernel> CustomOp2 for RowPairs<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem, K: RowPairKernel>(
+            (s1, l1): Input,
+            (s2, l2): Input,
+        ) -> candle_core::Result<CpuStorage> {
+            let (a, b) = (T::slice(s1, l1, K::NAME)?, T::slice(s2, l2, K::NAME)?);
+            Ok(T::wrap(map_row_pairs(a, b, last_dim(l1), K::row)))
+        }
+        let out = match s1 {
+            CpuStorage::F32(_) => run::<f32, K>((s1, l1), (s2, l2)),
+            CpuStorage::F64(_) => run::<f64, K>((s1, l1), (s2, l2)),
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", K::NAME),
+        }?;
+        Ok((out, l1.shape().clone()))
+    }
+}
+
 // ---------------------------------------------------------------- GELU
 
 /// Exact GELU.
@@ -175,46 +221,26 @@ impl CustomOp1 for GeluErf {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?,
-        ))
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &RowPairs(GeluErfGrad),
+        )?))
     }
 }
 
 /// `(x, g) → g ⊙ GELU'(x)`.
 struct GeluErfGrad;
 
-impl CustomOp2 for GeluErfGrad {
-    fn name(&self) -> &'static str {
-        "medprob-gelu-erf-grad"
-    }
+impl RowPairKernel for GeluErfGrad {
+    const NAME: &'static str = "medprob-gelu-erf-grad";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Elem>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<CpuStorage> {
-            let name = "medprob-gelu-erf-grad";
-            let (x, g) = (T::slice(s1, l1, name)?, T::slice(s2, l2, name)?);
-            let (half, r2, rpi) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2), T::cst(FRAC_1_SQRT_2PI));
-            Ok(T::wrap(map_row_pairs(x, g, last_dim(l1), |x, g, o| {
-                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                    let cdf = half * (T::one() + (x * r2).erf());
-                    let pdf = rpi * (-half * x * x).exp();
-                    *o = g * (cdf + x * pdf);
-                }
-            })))
+    fn row<T: Elem>(x: &[T], g: &[T], o: &mut [T]) {
+        let (half, r2, rpi) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2), T::cst(FRAC_1_SQRT_2PI));
+        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+            let cdf = half * (T::one() + (x * r2).erf());
+            let pdf = rpi * (-half * x * x).exp();
+            *o = g * (cdf + x * pdf);
         }
-        let out = dispatch!(s1, self.name(), run(s1, l1, s2, l2))?;
-        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -253,44 +279,24 @@ impl CustomOp1 for SoftmaxLastDim {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?,
-        ))
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &RowPairs(SoftmaxGrad),
+        )?))
     }
 }
 
 /// `(y, g) → y ⊙ (g − Σ g ⊙ y)` row by row.
 struct SoftmaxGrad;
 
-impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "medprob-softmax-grad"
-    }
+impl RowPairKernel for SoftmaxGrad {
+    const NAME: &'static str = "medprob-softmax-grad";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Elem>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<CpuStorage> {
-            let name = "medprob-softmax-grad";
-            let (y, g) = (T::slice(s1, l1, name)?, T::slice(s2, l2, name)?);
-            Ok(T::wrap(map_row_pairs(y, g, last_dim(l1), |y, g, o| {
-                let dot: T = y.iter().zip(g).map(|(&y, &g)| y * g).sum();
-                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = y * (g - dot);
-                }
-            })))
+    fn row<T: Elem>(y: &[T], g: &[T], o: &mut [T]) {
+        let dot: T = y.iter().zip(g).map(|(&y, &g)| y * g).sum();
+        for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+            *o = y * (g - dot);
         }
-        let out = dispatch!(s1, self.name(), run(s1, l1, s2, l2))?;
-        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -308,8 +314,6 @@ fn moments<T: Elem>(x: &[T], eps: T) -> (T, T) {
     let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
     (mean, T::one() / (var + eps).sqrt())
 }
-
-type Input<'a> = (&'a CpuStorage, &'a Layout);
 
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::ops::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EncoderError, Result};
@@ -165,17 +167,13 @@ impl BertEncoder {
             let a = l.pp("attention");
             let s = 2 * i as u64 + 1;
             layers.push(Layer {
-                query: candle_nn::linear(h, h, a.pp("self.query"))?,
-                key: candle_nn::linear(h, h, a.pp("self.key"))?,
-                value: candle_nn::linear(h, h, a.pp("self.value"))?,
-                attn_out: candle_nn::linear(h, h, a.pp("output.dense"))?,
+                query: Linear::new(h, h, a.pp("self.query"))?,
+                key: Linear::new(h, h, a.pp("self.key"))?,
+                value: Linear::new(h, h, a.pp("self.value"))?,
+                attn_out: Linear::new(h, h, a.pp("output.dense"))?,
                 attn_norm: LayerNorm::new(h, eps, a.pp("output.LayerNorm"))?,
-                intermediate: candle_nn::linear(
-                    h,
-                    config.intermediate_size,
-                    l.pp("intermediate.dense"),
-                )?,
-                output: candle_nn::linear(config.intermediate_size, h, l.pp("output.dense"))?,
+                intermediate: Linear::new(h, config.intermediate_size, l.pp("intermediate.dense"))?,
+                output: Linear::new(config.intermediate_size, h, l.pp("output.dense"))?,
                 out_norm: LayerNorm::new(h, eps, l.pp("output.LayerNorm"))?,
                 attn_dropout: dropout(config.attention_probs_dropout_prob, seed ^ s),
                 hidden_dropout: dropout(config.hidden_dropout_prob, seed ^ (s + 1)),

@@ -10,6 +10,7 @@
 //!
 //! * GELU: `y = ½x(1 + erf(x/√2))`, `dy/dx = Φ(x) + x·φ(x)`.
 //! * Softmax: `y = e^{x − max} / Σ e^{x − max}`, `dx = y ⊙ (g − Σ g ⊙ y)`.
+//! * Bias: `y = x + b`, `db = Σ_rows g` in one pass.
 //! * Layer norm: `x̂ = (x − μ)/√(σ² + ε)`, `y = x̂ ⊙ w + b`;
 //!   `dx = (1/√(σ²+ε)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ w`,
 //!   `dw = Σ_rows g ⊙ x̂`, `db = Σ_rows g`.
@@ -47,7 +48,13 @@ impl Elem for f32 {
     /// the loops around it vectorise (libm's `erff` does not).
     fn erf(self) -> Self {
         const P: f32 = 0.327_591_1;
-        const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_8, -1.453_152_1, 1.061_405_4];
+        const A: [f32; 5] = [
+            0.254_829_6,
+            -0.284_496_74,
+            1.421_413_8,
+            -1.453_152_1,
+            1.061_405_4,
+        ];
         let x = self.abs();
         let t = 1.0 / (1.0 + P * x);
         let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
@@ -291,6 +298,80 @@ impl RowPairKernel for SoftmaxGrad {
         for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
             *o = y * (g - dot);
         }
+    }
+}
+
+// ---------------------------------------------------------------- bias
+
+/// `(x [.., D], b [D]) → x + b` (a linear layer's bias).
+pub(crate) struct BiasAdd;
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "medprob-bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>((s1, l1): Input, (s2, l2): Input) -> candle_core::Result<CpuStorage> {
+            let name = "medprob-bias-add";
+            let (x, b) = (T::slice(s1, l1, name)?, T::slice(s2, l2, name)?);
+            let d = last_dim(l1);
+            if b.len() != d {
+                candle_core::bail!("{name}: bias has {} values for rows of {d}", b.len());
+            }
+            Ok(T::wrap(map_rows(x, d, |x, y| {
+                for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                    *y = x + b;
+                }
+            })))
+        }
+        let out = dispatch!(s1, self.name(), run((s1, l1), (s2, l2)))?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// `(g, Σ_rows g)`: the bias gradient in one pass instead of candle's strided
+    /// reduction over the broadcast dimensions.
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let db = g.apply_op1_no_bwd(&ColumnSums)?.reshape(b.shape())?;
+        Ok((Some(g), Some(db)))
+    }
+}
+
+/// `[.., D] → [D]`, the sum over all rows.
+struct ColumnSums;
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "medprob-column-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
+            let g = T::slice(s, l, "medprob-column-sums")?;
+            let d = last_dim(l).max(1);
+            let mut out = vec![T::zero(); d];
+            for row in g.chunks_exact(d) {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = *o + v;
+                }
+            }
+            Ok(T::wrap(out))
+        }
+        let d = last_dim(l);
+        Ok((dispatch!(s, self.name(), run(s, l))?, Shape::from(d)))
     }
 }
 
@@ -607,5 +688,50 @@ mod tests {
         for x in [0.3f32, 1.7, 4.0] {
             assert_eq!(Elem::erf(-x), -Elem::erf(x), "erf is odd");
         }
+    }
+
+    #[test]
+    fn bias_add_matches_broadcast_add_for_input_and_bias() {
+        let dev = Device::Cpu;
+        let b = Var::from_vec(
+            (0..7).map(|i| i as f64 * 0.3 - 1.0).collect::<Vec<_>>(),
+            7,
+            &dev,
+        )
+        .unwrap();
+        let x = Var::from_vec(
+            (0..42).map(|i| (i as f64 * 0.9).cos()).collect::<Vec<_>>(),
+            (2, 3, 7),
+            &dev,
+        )
+        .unwrap();
+        let c = Tensor::from_vec(
+            (0..42).map(|i| (i as f64 * 0.13).sin()).collect::<Vec<_>>(),
+            (2, 3, 7),
+            &dev,
+        )
+        .unwrap();
+        let run = |f: &dyn Fn() -> Tensor| {
+            let y = f();
+            let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            (
+                flat(&y),
+                flat(g.get(x.as_tensor()).unwrap()),
+                flat(g.get(b.as_tensor()).unwrap()),
+            )
+        };
+        let fused = run(&|| x.as_tensor().apply_op2(b.as_tensor(), BiasAdd).unwrap());
+        let composed = run(&|| x.as_tensor().broadcast_add(b.as_tensor()).unwrap());
+        for (p, q) in [
+            (&fused.0, &composed.0),
+            (&fused.1, &composed.1),
+            (&fused.2, &composed.2),
+        ] {
+            for (u, v) in p.iter().zip(q) {
+                assert!((u - v).abs() < 1e-12, "{u} vs {v}");
+            }
+        }
+        assert!(fused.2.iter().any(|v| v.abs() > 0.1));
     }
 }

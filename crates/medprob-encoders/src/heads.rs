@@ -5,7 +5,9 @@
 //! * [`DeterministicHead`]: one linear layer to `D`, L2-normalised (CLIP and CXR-CLIP).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 use medprob_core::{GaussianTensor, LogVarianceClamp};
 
 use crate::error::Result;
@@ -23,7 +25,7 @@ impl ProbabilisticHead {
     /// `in_dim → 2·dim` under `vb` (`proj.weight`, `proj.bias`).
     pub fn new(in_dim: usize, dim: usize, clamp: LogVarianceClamp, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            proj: candle_nn::linear(in_dim, 2 * dim, vb.pp("proj"))?,
+            proj: Linear::new(in_dim, 2 * dim, vb.pp("proj"))?,
             dim,
             clamp,
             normalize_mean: false,
@@ -72,7 +74,7 @@ impl DeterministicHead {
     /// `in_dim → dim` under `vb` (`proj.weight`, `proj.bias`).
     pub fn new(in_dim: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            proj: candle_nn::linear(in_dim, dim, vb.pp("proj"))?,
+            proj: Linear::new(in_dim, dim, vb.pp("proj"))?,
         })
     }
 

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::fused::{cpu_float, GeluErf, LayerNormOp, SoftmaxLastDim};
+use crate::fused::{cpu_float, BiasAdd, GeluErf, LayerNormOp, SoftmaxLastDim};
 use rand::{Rng, SeedableRng};
 
 /// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)` (max detached),
@@ -30,6 +30,44 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
         let e = x.broadcast_sub(&max)?.exp()?;
         e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
     })
+}
+
+/// A linear layer `x·Wᵀ + b` with candle's parameters, names and initialisation, whose bias
+/// is added by a fused kernel on the CPU (its backward is one pass over the rows; candle's
+/// broadcast add reduces over the broadcast dimensions with a strided sum).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    /// `in_dim → out_dim` with a bias, under `vb` (`weight`, `bias`), initialised as
+    /// `candle_nn::linear`.
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            inner: candle_nn::linear(in_dim, out_dim, vb)?,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.inner.bias() {
+            Some(b) if cpu_float(x) && b.dtype() == x.dtype() => {
+                let w = self.inner.weight();
+                let dims = x.dims().to_vec();
+                let k = *dims.last().unwrap_or(&0);
+                let rows = x.elem_count() / k.max(1);
+                let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
+                let mut out = dims;
+                if let Some(last) = out.last_mut() {
+                    *last = w.dim(0)?;
+                }
+                y.apply_op2(b, BiasAdd)?.reshape(out)
+            }
+            _ => self.inner.forward(x),
+        }
+    }
 }
 
 /// Exact (erf) GELU; a fused kernel on the CPU (see [`crate::fused`]).

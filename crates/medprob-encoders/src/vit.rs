@@ -7,7 +7,9 @@
 //! unfold + matrix product (same weights, `[D, C, P, P]`).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::bert::Pooling;
@@ -145,11 +147,11 @@ impl VisionTransformer {
             let b = vb.pp(format!("blocks.{i}"));
             blocks.push(Block {
                 norm1: LayerNorm::new(d, eps, b.pp("norm1"))?,
-                qkv: candle_nn::linear(d, 3 * d, b.pp("attn.qkv"))?,
-                proj: candle_nn::linear(d, d, b.pp("attn.proj"))?,
+                qkv: Linear::new(d, 3 * d, b.pp("attn.qkv"))?,
+                proj: Linear::new(d, d, b.pp("attn.proj"))?,
                 norm2: LayerNorm::new(d, eps, b.pp("norm2"))?,
-                fc1: candle_nn::linear(d, hidden, b.pp("mlp.fc1"))?,
-                fc2: candle_nn::linear(hidden, d, b.pp("mlp.fc2"))?,
+                fc1: Linear::new(d, hidden, b.pp("mlp.fc1"))?,
+                fc2: Linear::new(hidden, d, b.pp("mlp.fc2"))?,
                 dropout: Dropout::with_clock(config.dropout, seed ^ (i as u64 + 1), clock.clone()),
             });
         }

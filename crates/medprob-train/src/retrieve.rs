@@ -262,9 +262,8 @@ impl Retriever {
                 dim: gallery.dim(),
                 len: gallery.len(),
                 description: format!(
-                    "{} {kind} of {} studies from {} ({} model)",
+                    "{} {kind} of the studies in {} ({} model)",
                     gallery.len(),
-                    kind,
                     self.config.data.studies.display(),
                     self.config.method.display_name()
                 ),

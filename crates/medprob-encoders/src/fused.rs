@@ -156,6 +156,26 @@ const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 /// `1/√(2π)`.
 const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
+/// A forward kernel that maps a tensor row by row (last dimension) to one of its shape.
+trait RowKernel {
+    const NAME: &'static str;
+    fn row<T: Elem>(x: &[T], out: &mut [T]);
+}
+
+/// `cpu_fwd` of a [`RowKernel`], in the storage's dtype.
+fn rows_fwd<K: RowKernel>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn run<T: Elem, K: RowKernel>(s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
+        let x = T::slice(s, l, K::NAME)?;
+        Ok(T::wrap(map_rows(x, last_dim(l), K::row)))
+    }
+    let out = match s {
+        CpuStorage::F32(_) => run::<f32, K>(s, l),
+        CpuStorage::F64(_) => run::<f64, K>(s, l),
+        _ => candle_core::bail!("{}: only f32 and f64 are supported", K::NAME),
+    }?;
+    Ok((out, l.shape().clone()))
+}
+
 /// A backward kernel that maps two same-shaped tensors row by row to a third.
 trait RowPairKernel: Send + Sync {
     const NAME: &'static str;
@@ -198,22 +218,24 @@ impl<K: RowPairKernel> CustomOp2 for RowPairs<K> {
 /// Exact GELU.
 pub(crate) struct GeluErf;
 
+impl RowKernel for GeluErf {
+    const NAME: &'static str = "medprob-gelu-erf";
+
+    fn row<T: Elem>(x: &[T], y: &mut [T]) {
+        let (half, r2) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2));
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = half * x * (T::one() + (x * r2).erf());
+        }
+    }
+}
+
 impl CustomOp1 for GeluErf {
     fn name(&self) -> &'static str {
-        "medprob-gelu-erf"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Elem>(s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
-            let x = T::slice(s, l, "medprob-gelu-erf")?;
-            let (half, r2) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2));
-            Ok(T::wrap(map_rows(x, last_dim(l), |x, y| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = half * x * (T::one() + (x * r2).erf());
-                }
-            })))
-        }
-        Ok((dispatch!(s, self.name(), run(s, l))?, l.shape().clone()))
+        rows_fwd::<Self>(s, l)
     }
 
     fn bwd(
@@ -250,28 +272,30 @@ impl RowPairKernel for GeluErfGrad {
 /// Softmax over the last dimension.
 pub(crate) struct SoftmaxLastDim;
 
+impl RowKernel for SoftmaxLastDim {
+    const NAME: &'static str = "medprob-softmax-last-dim";
+
+    fn row<T: Elem>(x: &[T], y: &mut [T]) {
+        let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+        let mut sum = T::zero();
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = (x - max).exp();
+            sum = sum + *y;
+        }
+        let inv = T::one() / sum;
+        for y in y.iter_mut() {
+            *y = *y * inv;
+        }
+    }
+}
+
 impl CustomOp1 for SoftmaxLastDim {
     fn name(&self) -> &'static str {
-        "medprob-softmax-last-dim"
+        Self::NAME
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Elem>(s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
-            let x = T::slice(s, l, "medprob-softmax-last-dim")?;
-            Ok(T::wrap(map_rows(x, last_dim(l), |x, y| {
-                let max = x.iter().copied().fold(T::neg_infinity(), T::max);
-                let mut sum = T::zero();
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = (x - max).exp();
-                    sum = sum + *y;
-                }
-                let inv = T::one() / sum;
-                for y in y.iter_mut() {
-                    *y = *y * inv;
-                }
-            })))
-        }
-        Ok((dispatch!(s, self.name(), run(s, l))?, l.shape().clone()))
+        rows_fwd::<Self>(s, l)
     }
 
     fn bwd(

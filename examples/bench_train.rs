@@ -36,6 +36,9 @@ use medprob::train::TrainConfig;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
+#[path = "common/proc_status.rs"]
+mod proc_status;
+
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
@@ -187,19 +190,6 @@ impl Trainer<'_> {
     }
 }
 
-/// Peak resident set in MiB (Linux; `None` elsewhere).
-fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 /// A JSON object of already-serialised values, keys in the given order (serde_json's map
 /// would sort them), so that the line reads like `scripts/bench_train.py`'s.
 fn object(fields: &[(&str, String)]) -> String {
@@ -285,7 +275,11 @@ fn main() -> AnyResult<()> {
         ("threads", json(args.threads.into())),
         (
             "peak_rss_mib",
-            json(peak_rss_mib().map(|m| round(m, 1)).into()),
+            json(
+                proc_status::status_mib("VmHWM:")
+                    .map(|m| round(m, 1))
+                    .into(),
+            ),
         ),
         ("steps", json(args.steps.into())),
         ("warmup", json(args.warmup.into())),

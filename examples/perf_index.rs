@@ -21,6 +21,9 @@ use medprob::core::{
 };
 use rand::{Rng, SeedableRng};
 
+#[path = "common/proc_status.rs"]
+mod proc_status;
+
 #[derive(Parser)]
 struct Args {
     /// Gallery size.
@@ -55,17 +58,7 @@ fn random(n: usize, d: usize, seed: u64) -> GaussianEmbeddings {
 }
 
 fn status_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+    proc_status::status_mib(field).unwrap_or(f64::NAN)
 }
 
 /// Reset the peak-RSS counter (Linux); whether it worked.

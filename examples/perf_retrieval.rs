@@ -15,6 +15,9 @@ use medprob::metrics::ranking::rank_queries;
 use medprob::metrics::retrieval::DirectionReport;
 use rand::{Rng, SeedableRng};
 
+#[path = "common/proc_status.rs"]
+mod proc_status;
+
 #[derive(Parser)]
 struct Args {
     /// Gallery size.
@@ -41,13 +44,7 @@ fn random(n: usize, d: usize, seed: u64) -> GaussianEmbeddings {
 }
 
 fn status_kib(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    proc_status::status_mib(field).map(|mib| (mib * 1024.0).round() as u64)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

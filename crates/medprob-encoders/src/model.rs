@@ -265,13 +265,7 @@ impl MedProbModel {
                 what: "MedProbModel::copy_vars_from",
                 detail: format!("the source model has no variable {name}"),
             })?;
-            if src.dims() != var.dims() {
-                return Err(EncoderError::TensorShape {
-                    name,
-                    expected: var.dims().to_vec(),
-                    found: src.dims().to_vec(),
-                });
-            }
+            same_shape(&name, &var, src.dims())?;
             var.set(&src.as_tensor().detach().to_dtype(self.dtype)?)?;
             n += 1;
         }
@@ -340,13 +334,7 @@ impl MedProbModel {
                     reason: format!("tensor {rest} (for {name}) is not in the checkpoint"),
                 })?;
             let t = file.load(&key, var.device())?.to_dtype(var.dtype())?;
-            if t.dims() != var.dims() {
-                return Err(EncoderError::TensorShape {
-                    name: key,
-                    expected: var.dims().to_vec(),
-                    found: t.dims().to_vec(),
-                });
-            }
+            same_shape(&key, &var, t.dims())?;
             var.set(&t)?;
             n += 1;
         }
@@ -400,17 +388,23 @@ impl MedProbModel {
                 path: weights.clone(),
                 reason: format!("tensor {name} is missing"),
             })?;
-            if t.dims() != var.dims() {
-                return Err(EncoderError::TensorShape {
-                    name,
-                    expected: var.dims().to_vec(),
-                    found: t.dims().to_vec(),
-                });
-            }
+            same_shape(&name, &var, t.dims())?;
             var.set(&t.to_dtype(var.dtype())?)?;
         }
         Ok(model)
     }
+}
+
+/// `Ok` when `found` is `var`'s shape, else the error naming tensor `name`.
+fn same_shape(name: &str, var: &Var, found: &[usize]) -> Result<()> {
+    if found == var.dims() {
+        return Ok(());
+    }
+    Err(EncoderError::TensorShape {
+        name: name.to_string(),
+        expected: var.dims().to_vec(),
+        found: found.to_vec(),
+    })
 }
 
 /// Write named tensors to `path` as safetensors without ever leaving a half-written file:

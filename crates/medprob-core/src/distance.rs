@@ -94,7 +94,8 @@ impl std::str::FromStr for Distance {
 
 /// The three pieces that define a distance (see the module docs).
 pub(crate) trait Definition {
-    /// Per-dimension quantities `(x, y)` of one item from its mean and log-variance.
+    /// Per-dimension quantities `(x, y)` of one item from its mean and log-variance. `x`
+    /// is the mean itself for every distance (the kernels borrow the means as `x`).
     fn prep<R: Real>(mu: R, v: R) -> (R, R);
     /// Per-item scalar that enters [`Definition::finish`] (a sum over the item's dimensions).
     fn item_offset<R: Real>(_mu: &[R], _v: &[R]) -> R {

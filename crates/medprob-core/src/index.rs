@@ -3,10 +3,12 @@
 //!
 //! An index is a folder:
 //!
-//! * `gallery.safetensors`: one `F32` tensor `gaussian` of shape `[N, 2, D]` (each row
-//!   its mean, then its log-variance) and, in the header's `__metadata__`, the
-//!   [`IndexInfo`] as JSON. Any safetensors reader opens it (`safetensors.safe_open` in
-//!   Python).
+//! * `gallery.safetensors`: `F32` tensors `mean` and `log_var`, each `[N, D]`, then the
+//!   per-item quantities the index's distance is searched with, prepared once when the
+//!   index is written (`search.*`: for CSD `‖μ‖²` and `Σ σ²` per item; for MLS and the
+//!   other fused distances the per-dimension `y` (MLS: `max(σ², ε)`) and a per-item
+//!   offset). The header's `__metadata__` holds the [`IndexInfo`] as JSON. Any safetensors
+//!   reader opens it (`safetensors.safe_open` in Python).
 //! * `ids.txt`: the `N` item ids, one per line, in row order.
 //! * `index.json`: the [`IndexInfo`] again, for people.
 //!
@@ -17,27 +19,32 @@
 //! [`GaussianIndexWriter`] streams rows to disk (the gallery never has to be in memory at
 //! once) into a temporary folder that is renamed into place only when complete, so a
 //! reader never sees half an index and an existing folder is never overwritten.
-//! [`GaussianIndex::open`] maps the file without reading it; [`GaussianIndex::search`]
-//! copies one block of rows at a time out of the map, so its working memory is a few
-//! blocks per thread whatever `N` is, and splits the gallery across threads, so even a
-//! single query uses every core. The search is exact (every item is compared, nothing is
-//! approximated) with the tie-breaking of [`kernels::top_k`] (lower index first). MLS
-//! distances are bit-identical to an in-memory search; CSD's come from a GEMM whose
-//! summation order depends on the block shape, so they may differ in the last bits.
+//! [`GaussianIndex::open`] maps the file without reading it. [`GaussianIndex::search`]
+//! reads the means and the prepared quantities straight from the map (no copy, no
+//! per-query `exp`), splits the gallery into blocks searched on all threads, so even a
+//! single query uses every core, and keeps only `k` candidates per query and block. The
+//! search is exact (every item is compared, nothing is approximated) with the
+//! tie-breaking of [`kernels::top_k`] (lower index first). MLS distances are bit-identical
+//! to an in-memory search; CSD's come from a GEMM whose summation order depends on the
+//! block shape, so they may differ in the last bits.
+//!
+//! A damaged file cannot give a silently wrong answer from the values a search reads: a
+//! non-finite distance stops the search with an error naming the row.
+//! [`GaussianIndex::verify`] reads every row and checks that the stored quantities are
+//! the ones its means and log-variances give.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use ndarray::Array2;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::distance::Distance;
 use crate::embedding::GaussianEmbeddings;
 use crate::error::{CoreError, Result};
-use crate::kernels::{self, TopK, TopKOptions};
+use crate::kernels::{self, PartWidth, Prepared, TopK, TopKOptions};
 use crate::match_prob::MatchProbability;
 
 /// The safetensors file of an index folder.
@@ -47,8 +54,14 @@ pub const IDS_FILE: &str = "ids.txt";
 /// The human-readable description of an index folder.
 pub const INFO_FILE: &str = "index.json";
 /// The `format` entry of the safetensors metadata.
-pub const FORMAT: &str = "medprob-gaussian-index/1";
-const TENSOR: &str = "gaussian";
+pub const FORMAT: &str = "medprob-gaussian-index/2";
+/// The metadata `format` of the first layout (one `[N, 2, D]` tensor, nothing prepared).
+const FORMAT_V1: &str = "medprob-gaussian-index/1";
+/// The range of the fused kernels' `y` values, `[min, max]`, written when the index is
+/// finished.
+const Y_RANGE: &str = "search.y_range";
+/// Rows per block when [`GaussianIndex::verify`] reads the whole file.
+const VERIFY_BLOCK: usize = 4096;
 
 /// What an index holds and how to search it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,15 +118,73 @@ fn index_error(path: &Path, reason: impl Into<String>) -> CoreError {
     }
 }
 
+/// One tensor of the file: its name, shape, and byte range inside the data section.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    /// Byte offset from the start of the data section.
+    start: usize,
+    /// `f32` values per item (the whole tensor for [`Y_RANGE`]).
+    width: usize,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * 4
+    }
+}
+
+/// The tensors of an index with `info`, in file order: `mean`, `log_var`, the distance's
+/// prepared parts (`search.*`) and, for the fused distances, [`Y_RANGE`].
+fn file_layout(info: &IndexInfo) -> Vec<Entry> {
+    let (n, d) = (info.len, info.dim);
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, width: usize| {
+        let start = entries.last().map_or(0, |e| e.start + e.bytes());
+        entries.push(Entry {
+            name,
+            shape,
+            start,
+            width,
+        });
+    };
+    add("mean".into(), vec![n, d], d);
+    add("log_var".into(), vec![n, d], d);
+    let parts = kernels::part_layout(info.distance);
+    for &(name, width) in parts {
+        let (shape, width) = match width {
+            PartWidth::One => (vec![n], 1),
+            PartWidth::Dim => (vec![n, d], d),
+            PartWidth::TwoDim => (vec![n, 2 * d], 2 * d),
+        };
+        add(format!("search.{name}"), shape, width);
+    }
+    if parts.iter().any(|&(name, _)| name == "y") {
+        add(Y_RANGE.into(), vec![2], 2);
+    }
+    entries
+}
+
+/// `values` as little-endian bytes.
+fn le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 /// Streams a gallery into a new index folder.
 pub struct GaussianIndexWriter {
     dir: PathBuf,
     tmp: PathBuf,
-    data: BufWriter<File>,
+    data: File,
+    /// Byte offset of the data section in the file.
+    data_start: u64,
+    layout: Vec<Entry>,
     ids: BufWriter<File>,
     seen: HashSet<String>,
     info: IndexInfo,
     written: usize,
+    /// Smallest and largest `y` so far (fused distances).
+    y_range: (f32, f32),
     finished: bool,
 }
 
@@ -150,33 +221,45 @@ impl GaussianIndexWriter {
             std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         }
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let open = |file: &str| -> Result<BufWriter<File>> {
-            let p = tmp.join(file);
-            Ok(BufWriter::with_capacity(
-                1 << 20,
-                File::create(&p).map_err(|e| io(&p, e))?,
-            ))
-        };
-        let mut data = open(EMBEDDINGS_FILE)?;
-        let ids = open(IDS_FILE)?;
-        let header = header_bytes(&info);
+        let data_path = tmp.join(EMBEDDINGS_FILE);
+        let mut data = File::create(&data_path).map_err(|e| io(&data_path, e))?;
+        let layout = file_layout(&info);
+        let header = header_bytes(&info, &layout);
+        let total = layout.last().map_or(0, |e| e.start + e.bytes());
         data.write_all(&header)
-            .map_err(|e| io(&tmp.join(EMBEDDINGS_FILE), e))?;
+            .and_then(|()| data.set_len((header.len() + total) as u64))
+            .map_err(|e| io(&data_path, e))?;
+        let ids_path = tmp.join(IDS_FILE);
+        let ids = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&ids_path).map_err(|e| io(&ids_path, e))?,
+        );
         Ok(Self {
             dir: dir.to_path_buf(),
             tmp,
             data,
+            data_start: header.len() as u64,
+            layout,
             ids,
             seen: HashSet::new(),
             info,
             written: 0,
+            y_range: (f32::INFINITY, f32::NEG_INFINITY),
             finished: false,
         })
     }
 
+    /// Write `values` at byte `offset` of tensor `entry`.
+    fn write_at(&mut self, entry: usize, offset: usize, values: &[f32]) -> Result<()> {
+        let pos = self.data_start + (self.layout[entry].start + offset) as u64;
+        self.data
+            .seek(SeekFrom::Start(pos))
+            .and_then(|_| self.data.write_all(&le_bytes(values)))
+            .map_err(|e| index_error(&self.tmp.join(EMBEDDINGS_FILE), e.to_string()))
+    }
+
     /// Append `block` with its ids (unique, non-empty, without line breaks).
     pub fn push<S: AsRef<str>>(&mut self, block: &GaussianEmbeddings, ids: &[S]) -> Result<()> {
-        let path = self.tmp.join(EMBEDDINGS_FILE);
         if block.dim() != self.info.dim {
             return Err(index_error(
                 &self.dir,
@@ -219,24 +302,22 @@ impl GaussianIndexWriter {
             writeln!(self.ids, "{id}")
                 .map_err(|e| index_error(&self.tmp.join(IDS_FILE), e.to_string()))?;
         }
-        let d = self.info.dim;
-        let mut row = Vec::with_capacity(2 * d * 4);
-        for i in 0..block.len() {
-            let (m, v) = block.row(i);
-            row.clear();
-            for x in m.iter().chain(v) {
-                row.extend_from_slice(&x.to_le_bytes());
-            }
-            self.data
-                .write_all(&row)
-                .map_err(|e| index_error(&path, e.to_string()))?;
+        let (parts, y_range) = kernels::stored_parts(self.info.distance, block);
+        let row = self.written;
+        self.write_at(0, row * self.layout[0].width * 4, block.mean_slice())?;
+        self.write_at(1, row * self.layout[1].width * 4, block.log_var_slice())?;
+        for (i, part) in parts.iter().enumerate() {
+            self.write_at(2 + i, row * self.layout[2 + i].width * 4, part)?;
+        }
+        if let Some((lo, hi)) = y_range {
+            self.y_range = (self.y_range.0.min(lo), self.y_range.1.max(hi));
         }
         self.written += block.len();
         Ok(())
     }
 
-    /// Flush, sync and move the folder into place; every promised item must have been
-    /// pushed.
+    /// Write the `y` range, sync and move the folder into place; every promised item must
+    /// have been pushed.
     pub fn finish(mut self) -> Result<PathBuf> {
         if self.written != self.info.len {
             return Err(index_error(
@@ -247,13 +328,19 @@ impl GaussianIndexWriter {
                 ),
             ));
         }
-        let sync = |w: &mut BufWriter<File>, p: PathBuf| -> Result<()> {
-            w.flush()
-                .and_then(|()| w.get_ref().sync_all())
-                .map_err(|e| index_error(&p, e.to_string()))
-        };
-        sync(&mut self.data, self.tmp.join(EMBEDDINGS_FILE))?;
-        sync(&mut self.ids, self.tmp.join(IDS_FILE))?;
+        if let Some(last) = self.layout.iter().position(|e| e.name == Y_RANGE) {
+            let (lo, hi) = self.y_range;
+            self.write_at(last, 0, &[lo, hi])?;
+        }
+        let data_path = self.tmp.join(EMBEDDINGS_FILE);
+        self.data
+            .sync_all()
+            .map_err(|e| index_error(&data_path, e.to_string()))?;
+        let ids_path = self.tmp.join(IDS_FILE);
+        self.ids
+            .flush()
+            .and_then(|()| self.ids.get_ref().sync_all())
+            .map_err(|e| index_error(&ids_path, e.to_string()))?;
         let info = serde_json::to_vec_pretty(&self.info).expect("IndexInfo serialises");
         crate::fs::write_atomic(&self.tmp.join(INFO_FILE), &info)
             .map_err(|e| index_error(&self.tmp.join(INFO_FILE), e.to_string()))?;
@@ -278,20 +365,27 @@ impl Drop for GaussianIndexWriter {
     }
 }
 
-/// The safetensors header for `info`, padded so the data starts 8-byte aligned.
-fn header_bytes(info: &IndexInfo) -> Vec<u8> {
-    let bytes = info.len * 2 * info.dim * 4;
-    let header = serde_json::json!({
-        "__metadata__": {
+/// The safetensors header for `info` and its `layout`, padded so the data starts 8-byte
+/// aligned.
+fn header_bytes(info: &IndexInfo, layout: &[Entry]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({
             "format": FORMAT,
             "info": serde_json::to_string(info).expect("IndexInfo serialises"),
-        },
-        TENSOR: {
-            "dtype": "F32",
-            "shape": [info.len, 2, info.dim],
-            "data_offsets": [0, bytes],
-        },
-    });
+        }),
+    );
+    for e in layout {
+        header.insert(
+            e.name.clone(),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": e.shape,
+                "data_offsets": [e.start, e.start + e.bytes()],
+            }),
+        );
+    }
     let mut json = serde_json::to_vec(&header).expect("header serialises");
     while !json.len().is_multiple_of(8) {
         json.push(b' ');
@@ -305,8 +399,9 @@ fn header_bytes(info: &IndexInfo) -> Vec<u8> {
 pub struct GaussianIndex {
     path: PathBuf,
     map: memmap2::Mmap,
-    /// Byte offset of row 0 in the map.
-    start: usize,
+    /// Byte offset of the data section in the map.
+    data_start: usize,
+    layout: Vec<Entry>,
     info: IndexInfo,
     ids: Vec<String>,
 }
@@ -324,11 +419,25 @@ impl GaussianIndex {
             .map_err(|e| index_error(&path, format!("not a safetensors file: {e}")))?;
         let extra = meta.metadata().as_ref();
         let format = extra.and_then(|m| m.get("format"));
-        if format.map(String::as_str) != Some(FORMAT) {
-            return Err(index_error(
-                &path,
-                format!("metadata format is {format:?}, expected {FORMAT:?} (not a medprob index)"),
-            ));
+        match format.map(String::as_str) {
+            Some(FORMAT) => {}
+            Some(FORMAT_V1) => {
+                return Err(index_error(
+                    &path,
+                    format!(
+                        "written in the older layout {FORMAT_V1:?}, which stores nothing \
+                         prepared for search; write the index again (retrieve --write-index)"
+                    ),
+                ))
+            }
+            _ => {
+                return Err(index_error(
+                    &path,
+                    format!(
+                        "metadata format is {format:?}, expected {FORMAT:?} (not a medprob index)"
+                    ),
+                ))
+            }
         }
         let info: IndexInfo = extra
             .and_then(|m| m.get("info"))
@@ -337,19 +446,41 @@ impl GaussianIndex {
                 serde_json::from_str(s)
                     .map_err(|e| index_error(&path, format!("metadata info: {e}")))
             })?;
-        let tensor = meta
-            .info(TENSOR)
-            .ok_or_else(|| index_error(&path, format!("no tensor {TENSOR:?}")))?;
-        if tensor.dtype != safetensors::Dtype::F32 || tensor.shape != [info.len, 2, info.dim] {
+        let layout = file_layout(&info);
+        for e in &layout {
+            let t = meta
+                .info(&e.name)
+                .ok_or_else(|| index_error(&path, format!("no tensor {:?}", e.name)))?;
+            if t.dtype != safetensors::Dtype::F32
+                || t.shape != e.shape
+                || t.data_offsets != (e.start, e.start + e.bytes())
+            {
+                return Err(index_error(
+                    &path,
+                    format!(
+                        "tensor {} is {:?} {:?} at {:?}, expected F32 {:?} at {:?}",
+                        e.name,
+                        t.dtype,
+                        t.shape,
+                        t.data_offsets,
+                        e.shape,
+                        (e.start, e.start + e.bytes())
+                    ),
+                ));
+            }
+        }
+        let data_start = 8 + header_len;
+        let total = layout.last().map_or(0, |e| e.start + e.bytes());
+        if map.len() != data_start + total {
             return Err(index_error(
                 &path,
                 format!(
-                    "tensor {TENSOR} is {:?} {:?}, expected F32 [{}, 2, {}]",
-                    tensor.dtype, tensor.shape, info.len, info.dim
+                    "file has {} bytes, its header describes {} (truncated or damaged)",
+                    map.len(),
+                    data_start + total
                 ),
             ));
         }
-        let start = 8 + header_len + tensor.data_offsets.0;
         let ids_path = dir.join(IDS_FILE);
         let ids_file = File::open(&ids_path).map_err(|e| index_error(&ids_path, e.to_string()))?;
         let ids: Vec<String> = BufReader::new(ids_file)
@@ -365,7 +496,8 @@ impl GaussianIndex {
         Ok(Self {
             path,
             map,
-            start,
+            data_start,
+            layout,
             info,
             ids,
         })
@@ -391,43 +523,87 @@ impl GaussianIndex {
         &self.ids
     }
 
+    /// Items `rows` of tensor `entry` as `f32`: borrowed from the map (little-endian CPUs;
+    /// the data section is 8-byte aligned in a page-aligned map), else decoded.
+    fn floats(&self, entry: usize, rows: std::ops::Range<usize>) -> Cow<'_, [f32]> {
+        let e = &self.layout[entry];
+        let at = self.data_start + e.start;
+        let bytes = &self.map[at + rows.start * e.width * 4..at + rows.end * e.width * 4];
+        if cfg!(target_endian = "little") {
+            // SAFETY: every bit pattern is a valid f32; `align_to` only yields the aligned
+            // middle, which is all of `bytes` when it starts on a 4-byte boundary (checked).
+            let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
+            if head.is_empty() && tail.is_empty() {
+                return Cow::Borrowed(floats);
+            }
+        }
+        Cow::Owned(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        )
+    }
+
     /// Rows `range` as embeddings (copied out of the map and checked: a damaged file is an
     /// error naming the file and row, not a wrong answer).
     pub fn rows(&self, range: std::ops::Range<usize>) -> Result<GaussianEmbeddings> {
-        let d = self.info.dim;
         if range.end > self.info.len || range.start > range.end {
             return Err(index_error(
                 &self.path,
                 format!("rows {range:?} of {}", self.info.len),
             ));
         }
-        let n = range.len();
-        let bytes = &self.map[self.start + range.start * 8 * d..self.start + range.end * 8 * d];
-        let mut mean = Array2::<f32>::zeros((n, d));
-        let mut log_var = Array2::<f32>::zeros((n, d));
-        let (ms, vs) = (
-            mean.as_slice_mut().expect("standard layout"),
-            log_var.as_slice_mut().expect("standard layout"),
-        );
-        for (i, row) in bytes.chunks_exact(8 * d).enumerate() {
-            let (m, v) = row.split_at(4 * d);
-            let decode = |src: &[u8], dst: &mut [f32]| {
-                for (x, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
-                    *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-            };
-            decode(m, &mut ms[i * d..(i + 1) * d]);
-            decode(v, &mut vs[i * d..(i + 1) * d]);
-        }
-        GaussianEmbeddings::new(mean, log_var)
-            .map_err(|e| index_error(&self.path, format!("rows from {}: {e}", range.start)))
+        let (n, d) = (range.len(), self.info.dim);
+        let mean = self.floats(0, range.clone()).into_owned();
+        let log_var = self.floats(1, range.clone()).into_owned();
+        GaussianEmbeddings::from_vecs(n, d, mean, log_var).map_err(|e| match e {
+            CoreError::NonFinite {
+                what,
+                row,
+                col,
+                value,
+            } => {
+                let row = range.start + row;
+                index_error(
+                    &self.path,
+                    format!(
+                        "row {row} (id {:?}), column {col}: {what} is {value} (the file is damaged)",
+                        self.ids[row]
+                    ),
+                )
+            }
+            e => index_error(&self.path, format!("rows from {}: {e}", range.start)),
+        })
+    }
+
+    /// The whole gallery, prepared for search, borrowed from the map.
+    fn prepared(&self) -> Prepared<'_> {
+        let all = 0..self.info.len;
+        let mean = self.floats(0, all.clone());
+        let parts: Vec<Cow<'_, [f32]>> = (2..2 + kernels::part_layout(self.info.distance).len())
+            .map(|i| self.floats(i, all.clone()))
+            .collect();
+        let y_range = self.layout.iter().position(|e| e.name == Y_RANGE).map(|i| {
+            let r = self.floats(i, 0..1);
+            (r[0], r[1])
+        });
+        Prepared::from_parts(
+            self.info.distance,
+            self.info.len,
+            self.info.dim,
+            mean,
+            parts,
+            y_range,
+        )
     }
 
     /// The `k` nearest items of every query under the index's distance, nearest first.
     ///
-    /// The gallery is read in blocks of `options.gallery_block` rows, blocks are searched
-    /// on all threads, and each thread keeps only `k` candidates per query, so memory is
-    /// about `threads × (block + queries × k)` whatever the gallery size.
+    /// The gallery is searched in blocks of `options.gallery_block` rows on all threads;
+    /// each block keeps only `k` candidates per query, so working memory is about
+    /// `threads × (query_block × gallery_block + queries × k)` values whatever the gallery
+    /// size, besides the pages of the map that the kernel caches.
     pub fn search(
         &self,
         queries: &GaussianEmbeddings,
@@ -444,41 +620,71 @@ impl GaussianIndex {
                 ),
             ));
         }
-        if k == 0 || options.gallery_block == 0 {
+        if k == 0 || options.gallery_block == 0 || options.query_block == 0 {
             return Err(CoreError::InvalidParameter {
-                name: "k / gallery_block",
+                name: "k / query_block / gallery_block",
                 value: 0.0,
                 reason: "must be ≥ 1",
             });
         }
-        let n = queries.len();
-        let block = options.gallery_block;
-        let blocks = self.info.len.div_ceil(block);
-        let empty = || vec![Vec::new(); n];
-        let best: Vec<Vec<(f32, usize)>> = (0..blocks)
-            .into_par_iter()
-            .map(|b| -> Result<Vec<Vec<(f32, usize)>>> {
-                let start = b * block;
-                let rows = self.rows(start..(start + block).min(self.info.len))?;
-                let top = kernels::top_k(self.info.distance, queries, &rows, k, options)?;
-                Ok(top
-                    .indices
-                    .outer_iter()
-                    .zip(top.distances.outer_iter())
-                    .map(|(ix, ds)| ds.iter().zip(ix).map(|(&d, &j)| (d, start + j)).collect())
-                    .collect())
-            })
-            .try_reduce(empty, |a, b| Ok(merge(a, b, k)))?;
-        let kk = best.iter().map(Vec::len).min().unwrap_or(0);
-        let mut indices = Array2::<usize>::zeros((n, kk));
-        let mut distances = Array2::<f32>::zeros((n, kk));
-        for (i, row) in best.into_iter().enumerate() {
-            for (r, (d, j)) in row.into_iter().take(kk).enumerate() {
-                indices[[i, r]] = j;
-                distances[[i, r]] = d;
+        let q = Prepared::new(self.info.distance, queries);
+        let best = kernels::top_k_prepared(&q, &self.prepared(), k, options).map_err(|row| {
+            index_error(
+                &self.path,
+                format!(
+                    "row {row} (id {:?}) gives a non-finite distance: the file is damaged \
+                     (GaussianIndex::verify checks every row)",
+                    self.ids[row]
+                ),
+            )
+        })?;
+        Ok(kernels::candidates_to_top_k(best))
+    }
+
+    /// Read every row and check the file: means and log-variances finite, and the stored
+    /// search quantities exactly those they give. Takes one pass over the file; an error
+    /// names the first damaged row.
+    pub fn verify(&self) -> Result<()> {
+        let n = self.info.len;
+        let mut y_range = (f32::INFINITY, f32::NEG_INFINITY);
+        for start in (0..n).step_by(VERIFY_BLOCK) {
+            let end = (start + VERIFY_BLOCK).min(n);
+            let rows = self.rows(start..end)?;
+            let (expected, yr) = kernels::stored_parts(self.info.distance, &rows);
+            for (i, want) in expected.iter().enumerate() {
+                let e = &self.layout[2 + i];
+                let got = self.floats(2 + i, start..end);
+                if let Some(j) = (0..got.len()).find(|&j| got[j].to_bits() != want[j].to_bits()) {
+                    let row = start + j / e.width;
+                    return Err(index_error(
+                        &self.path,
+                        format!(
+                            "row {row} (id {:?}): stored {} disagrees with its embedding \
+                             (the file is damaged)",
+                            self.ids[row], e.name
+                        ),
+                    ));
+                }
+            }
+            if let Some((lo, hi)) = yr {
+                y_range = (y_range.0.min(lo), y_range.1.max(hi));
             }
         }
-        Ok(TopK { indices, distances })
+        if let Some(i) = self.layout.iter().position(|e| e.name == Y_RANGE) {
+            let r = self.floats(i, 0..1);
+            if n > 0
+                && (r[0].to_bits(), r[1].to_bits()) != (y_range.0.to_bits(), y_range.1.to_bits())
+            {
+                return Err(index_error(
+                    &self.path,
+                    format!(
+                        "stored {Y_RANGE} {:?} is not the range of the rows, {y_range:?} (the file is damaged)",
+                        (r[0], r[1])
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -523,18 +729,4 @@ impl GaussianIndex {
             })
             .collect())
     }
-}
-
-/// Per query, the `k` best of two sorted candidate lists, ordered by distance then index.
-fn merge(a: Vec<Vec<(f32, usize)>>, b: Vec<Vec<(f32, usize)>>, k: usize) -> Vec<Vec<(f32, usize)>> {
-    a.into_iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let mut all = x;
-            all.extend(y);
-            all.sort_by(|p, q| p.0.total_cmp(&q.0).then(p.1.cmp(&q.1)));
-            all.truncate(k);
-            all
-        })
-        .collect()
 }

@@ -255,12 +255,7 @@ impl<'a> TopKAccumulator<'a> {
                             dist: d,
                             index: offset + j,
                         };
-                        if heap.len() < k {
-                            heap.push(c);
-                        } else if c < *heap.peek().expect("heap holds k ≥ 1 items") {
-                            heap.pop();
-                            heap.push(c);
-                        }
+                        push_candidate(heap, k, c);
                     }
                 });
             q0 = q1;
@@ -321,14 +316,14 @@ fn check_dims(what: &'static str, a: &GaussianEmbeddings, b: &GaussianEmbeddings
 }
 
 /// Per-item quantities of a batch, prepared once for the chosen distance.
-enum Prepared<'a> {
+pub(crate) enum Prepared<'a> {
     Gemm(GemmPrepared<'a>),
-    Fused(FusedPrepared),
+    Fused(FusedPrepared<'a>),
 }
 
 /// Augmented vectors `x`, their squared norms, and the additive per-item term `c`
 /// (borrowed where the caller's buffers serve as they are).
-struct GemmPrepared<'a> {
+pub(crate) struct GemmPrepared<'a> {
     n: usize,
     cols: usize,
     x: Cow<'a, [f32]>,
@@ -337,13 +332,13 @@ struct GemmPrepared<'a> {
 }
 
 /// The `(x, y)` quantities of [`Definition::prep`] and the per-item offsets.
-struct FusedPrepared {
+pub(crate) struct FusedPrepared<'a> {
     distance: Distance,
     n: usize,
     dim: usize,
-    x: Vec<f32>,
-    y: Vec<f32>,
-    off: Vec<f32>,
+    x: Cow<'a, [f32]>,
+    y: Cow<'a, [f32]>,
+    off: Cow<'a, [f32]>,
     /// Smallest and largest `y`, to decide whether blocked products of `log_arg` stay
     /// inside the normal `f32` range.
     y_range: (f32, f32),
@@ -356,7 +351,7 @@ struct PreparedRange<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(distance: Distance, e: &'a GaussianEmbeddings) -> Self {
+    pub(crate) fn new(distance: Distance, e: &'a GaussianEmbeddings) -> Self {
         let (n, d) = (e.len(), e.dim());
         let (mu, v) = (e.mean_slice(), e.log_var_slice());
         match distance {
@@ -431,6 +426,221 @@ impl GemmPrepared<'_> {
     }
 }
 
+impl<'a> GemmPrepared<'a> {
+    fn parts(&self) -> Vec<Cow<'a, [f32]>> {
+        vec![self.norm.clone(), self.extra.clone()]
+    }
+}
+
+impl<'a> FusedPrepared<'a> {
+    fn sub(&self, r: std::ops::Range<usize>) -> FusedPrepared<'_> {
+        let d = self.dim;
+        FusedPrepared {
+            distance: self.distance,
+            n: r.len(),
+            dim: d,
+            x: Cow::Borrowed(&self.x[r.start * d..r.end * d]),
+            y: Cow::Borrowed(&self.y[r.start * d..r.end * d]),
+            off: Cow::Borrowed(&self.off[r]),
+            // The whole batch's range covers any part of it (it only chooses a code path).
+            y_range: self.y_range,
+        }
+    }
+}
+
+/// How many `f32` values per item each stored part of a prepared gallery holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartWidth {
+    /// One per item.
+    One,
+    /// `D` per item.
+    Dim,
+    /// `2D` per item.
+    TwoDim,
+}
+
+/// The per-item quantities a gallery is searched with, beside its means, for `distance`:
+/// their names and widths, in the order [`stored_parts`] returns them.
+pub(crate) fn part_layout(distance: Distance) -> &'static [(&'static str, PartWidth)] {
+    match distance {
+        Distance::Csd => &[("sq_norm", PartWidth::One), ("var_sum", PartWidth::One)],
+        Distance::Wasserstein2 => &[
+            ("mean_std", PartWidth::TwoDim),
+            ("sq_norm", PartWidth::One),
+            ("offset", PartWidth::One),
+        ],
+        _ => &[("y", PartWidth::Dim), ("offset", PartWidth::One)],
+    }
+}
+
+/// The prepared per-item quantities of `e` for `distance` (see [`part_layout`]), and the
+/// range of the fused kernels' `y` values (`None` for GEMM distances). Storing these with
+/// a gallery means a search never re-derives them (`exp(v)` and row sums of every item).
+pub(crate) fn stored_parts(
+    distance: Distance,
+    e: &GaussianEmbeddings,
+) -> (Vec<Vec<f32>>, Option<(f32, f32)>) {
+    let owned = |parts: Vec<Cow<'_, [f32]>>| parts.into_iter().map(Cow::into_owned).collect();
+    match Prepared::new(distance, e) {
+        Prepared::Gemm(p) if distance == Distance::Csd => (owned(p.parts()), None),
+        Prepared::Gemm(p) => {
+            let mut parts = vec![p.x.clone()];
+            parts.extend(p.parts());
+            (owned(parts), None)
+        }
+        Prepared::Fused(p) => (owned(vec![p.y, p.off]), Some(p.y_range)),
+    }
+}
+
+impl<'a> Prepared<'a> {
+    /// A prepared gallery of `n` items from its means `[n, D]` and the parts of
+    /// [`stored_parts`] (borrowed ones are not copied); `y_range` must cover the `y` part.
+    pub(crate) fn from_parts(
+        distance: Distance,
+        n: usize,
+        dim: usize,
+        mean: Cow<'a, [f32]>,
+        parts: Vec<Cow<'a, [f32]>>,
+        y_range: Option<(f32, f32)>,
+    ) -> Self {
+        let mut parts = parts.into_iter();
+        let mut take = || parts.next().expect("one stored part per part_layout entry");
+        match distance {
+            Distance::Csd => Prepared::Gemm(GemmPrepared {
+                n,
+                cols: dim,
+                x: mean,
+                norm: take(),
+                extra: take(),
+            }),
+            Distance::Wasserstein2 => Prepared::Gemm(GemmPrepared {
+                n,
+                cols: 2 * dim,
+                x: take(),
+                norm: take(),
+                extra: take(),
+            }),
+            _ => Prepared::Fused(FusedPrepared {
+                distance,
+                n,
+                dim,
+                x: mean,
+                y: take(),
+                off: take(),
+                y_range: y_range.unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
+            }),
+        }
+    }
+
+    /// Items `r` (borrowed).
+    fn sub(&self, r: std::ops::Range<usize>) -> Prepared<'_> {
+        match self {
+            Prepared::Gemm(p) => Prepared::Gemm(p.sub(r)),
+            Prepared::Fused(p) => Prepared::Fused(p.sub(r)),
+        }
+    }
+}
+
+/// Per query, up to `k` `(distance, gallery index)` candidates, nearest first.
+pub(crate) type Candidates = Vec<Vec<(f32, usize)>>;
+
+/// Exact top-k of prepared queries against a prepared gallery, parallel over gallery
+/// blocks (so a single query uses every core). A non-finite distance stops the search
+/// with `Err(gallery index)`: for stored galleries it means a damaged file.
+pub(crate) fn top_k_prepared(
+    queries: &Prepared<'_>,
+    gallery: &Prepared<'_>,
+    k: usize,
+    options: &TopKOptions,
+) -> std::result::Result<Candidates, usize> {
+    let (n, m) = (queries.len(), gallery.len());
+    let block = options.gallery_block.max(1);
+    let qb = options.query_block.max(1).min(n.max(1));
+    let empty = || vec![Vec::new(); n];
+    (0..m.div_ceil(block))
+        .into_par_iter()
+        .map(|b| {
+            let (g0, g1) = (b * block, ((b + 1) * block).min(m));
+            let g = gallery.sub(g0..g1);
+            let width = g1 - g0;
+            let mut heaps: Vec<std::collections::BinaryHeap<Candidate>> = (0..n)
+                .map(|_| std::collections::BinaryHeap::with_capacity(k + 1))
+                .collect();
+            let mut tile = vec![0.0f32; qb * width];
+            let mut q0 = 0;
+            while q0 < n {
+                let q1 = (q0 + qb).min(n);
+                let tile = &mut tile[..(q1 - q0) * width];
+                queries.range(q0..q1).distances_into(&g, tile, width);
+                for (heap, row) in heaps[q0..q1].iter_mut().zip(tile.chunks(width)) {
+                    for (j, &dist) in row.iter().enumerate() {
+                        if !dist.is_finite() {
+                            return Err(g0 + j);
+                        }
+                        push_candidate(
+                            heap,
+                            k,
+                            Candidate {
+                                dist,
+                                index: g0 + j,
+                            },
+                        );
+                    }
+                }
+                q0 = q1;
+            }
+            Ok(heaps
+                .into_iter()
+                .map(|h| {
+                    h.into_sorted_vec()
+                        .into_iter()
+                        .map(|c| (c.dist, c.index))
+                        .collect()
+                })
+                .collect())
+        })
+        .try_reduce(empty, |a, b| Ok(merge_candidates(a, b, k)))
+}
+
+/// Keep `c` if it is among the `k` best seen.
+fn push_candidate(heap: &mut std::collections::BinaryHeap<Candidate>, k: usize, c: Candidate) {
+    if heap.len() < k {
+        heap.push(c);
+    } else if c < *heap.peek().expect("heap holds k ≥ 1 items") {
+        heap.pop();
+        heap.push(c);
+    }
+}
+
+/// Per query, the `k` best of two sorted candidate lists, by distance then index.
+pub(crate) fn merge_candidates(a: Candidates, b: Candidates, k: usize) -> Candidates {
+    a.into_iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let mut all = x;
+            all.extend(y);
+            all.sort_by(|p, q| p.0.total_cmp(&q.0).then(p.1.cmp(&q.1)));
+            all.truncate(k);
+            all
+        })
+        .collect()
+}
+
+/// Candidates as a [`TopK`] (rows cut to the shortest list).
+pub(crate) fn candidates_to_top_k(best: Candidates) -> TopK {
+    let n = best.len();
+    let kk = best.iter().map(Vec::len).min().unwrap_or(0);
+    let mut indices = Array2::<usize>::zeros((n, kk));
+    let mut distances = Array2::<f32>::zeros((n, kk));
+    for (i, row) in best.into_iter().enumerate() {
+        for (r, (d, j)) in row.into_iter().take(kk).enumerate() {
+            indices[[i, r]] = j;
+            distances[[i, r]] = d;
+        }
+    }
+    TopK { indices, distances }
+}
+
 /// `Σ_k f(row_k)` for each row of a row-major buffer, rows in parallel.
 fn row_sums(values: &[f32], cols: usize, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     if cols == 0 {
@@ -483,36 +693,38 @@ fn gemm_into(q: &GemmPrepared<'_>, g: &GemmPrepared<'_>, out: &mut [f32], stride
         });
 }
 
-fn fused_prepare<D: Definition>(distance: Distance, e: &GaussianEmbeddings) -> FusedPrepared {
+fn fused_prepare<D: Definition>(distance: Distance, e: &GaussianEmbeddings) -> FusedPrepared<'_> {
     let (n, dim) = (e.len(), e.dim());
     let (mu, v) = (e.mean_slice(), e.log_var_slice());
-    let mut x = vec![0.0f32; n * dim];
     let mut y = vec![0.0f32; n * dim];
-    x.par_chunks_mut(dim)
-        .zip(y.par_chunks_mut(dim))
-        .enumerate()
-        .for_each(|(i, (xr, yr))| {
-            for k in 0..dim {
-                (xr[k], yr[k]) = D::prep(mu[i * dim + k], v[i * dim + k]);
-            }
-        });
+    y.par_chunks_mut(dim).enumerate().for_each(|(i, yr)| {
+        for k in 0..dim {
+            let (x, y) = D::prep(mu[i * dim + k], v[i * dim + k]);
+            debug_assert!(x == mu[i * dim + k], "Definition::prep keeps the mean as x");
+            yr[k] = y;
+        }
+    });
     let off = (0..n)
         .map(|i| D::item_offset(&mu[i * dim..(i + 1) * dim], &v[i * dim..(i + 1) * dim]))
         .collect();
-    let y_range = y
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
     FusedPrepared {
         distance,
         n,
         dim,
-        x,
-        y,
-        off,
-        y_range,
+        x: Cow::Borrowed(mu),
+        y_range: value_range(&y),
+        y: Cow::Owned(y),
+        off: Cow::Owned(off),
     }
+}
+
+/// Smallest and largest value (`(∞, −∞)` when empty).
+fn value_range(values: &[f32]) -> (f32, f32) {
+    values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 const LANES: usize = 16;
@@ -522,9 +734,9 @@ const ROWS_PER_TASK: usize = 8;
 const GALLERY_BLOCK: usize = 256;
 
 fn fused_into<D: Definition>(
-    q: &FusedPrepared,
+    q: &FusedPrepared<'_>,
     rows: std::ops::Range<usize>,
-    g: &FusedPrepared,
+    g: &FusedPrepared<'_>,
     out: &mut [f32],
     stride: usize,
 ) {
@@ -541,9 +753,9 @@ fn fused_into<D: Definition>(
 
 /// Picks the widest instruction set this CPU has, once per task.
 fn fused_task<D: Definition>(
-    q: &FusedPrepared,
+    q: &FusedPrepared<'_>,
     rows: std::ops::Range<usize>,
-    g: &FusedPrepared,
+    g: &FusedPrepared<'_>,
     out: &mut [f32],
     stride: usize,
 ) {
@@ -565,9 +777,9 @@ fn fused_task<D: Definition>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
 unsafe fn fused_task_avx512<D: Definition>(
-    q: &FusedPrepared,
+    q: &FusedPrepared<'_>,
     rows: std::ops::Range<usize>,
-    g: &FusedPrepared,
+    g: &FusedPrepared<'_>,
     out: &mut [f32],
     stride: usize,
 ) {
@@ -577,9 +789,9 @@ unsafe fn fused_task_avx512<D: Definition>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fused_task_avx2<D: Definition>(
-    q: &FusedPrepared,
+    q: &FusedPrepared<'_>,
     rows: std::ops::Range<usize>,
-    g: &FusedPrepared,
+    g: &FusedPrepared<'_>,
     out: &mut [f32],
     stride: usize,
 ) {
@@ -596,13 +808,14 @@ const PRODUCT_SAFE: (f32, f32) = (1.234_098e-4, 8_103.084);
 /// its own copy compiled for its instruction set.
 #[inline(always)]
 fn fused_task_body<D: Definition>(
-    q: &FusedPrepared,
+    q: &FusedPrepared<'_>,
     rows: std::ops::Range<usize>,
-    g: &FusedPrepared,
+    g: &FusedPrepared<'_>,
     out: &mut [f32],
     stride: usize,
 ) {
-    let safe = |p: &FusedPrepared| p.y_range.0 >= PRODUCT_SAFE.0 && p.y_range.1 <= PRODUCT_SAFE.1;
+    let safe =
+        |p: &FusedPrepared<'_>| p.y_range.0 >= PRODUCT_SAFE.0 && p.y_range.1 <= PRODUCT_SAFE.1;
     let split = D::LOG_SPLIT && safe(q) && safe(g);
     let d = q.dim;
     let full = d - d % LANES;

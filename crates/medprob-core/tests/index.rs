@@ -54,7 +54,12 @@ fn written_index_reads_back_and_searches_exactly() {
     log_var.row_mut(500).assign(&ndarray::ArrayView1::from(&v));
     g = GaussianEmbeddings::new(mean, log_var).unwrap();
     let queries = random(7, d, 2);
-    for distance in [Distance::Mls, Distance::Csd] {
+    for distance in [
+        Distance::Mls,
+        Distance::Csd,
+        Distance::Wasserstein2,
+        Distance::Bhattacharyya,
+    ] {
         let dir = tmp.path().join(format!("{distance:?}"));
         write(&dir, &g, distance);
         let index = GaussianIndex::open(&dir).unwrap();
@@ -64,6 +69,7 @@ fn written_index_reads_back_and_searches_exactly() {
         let back = index.rows(0..n).unwrap();
         assert_eq!(back.mean(), g.mean());
         assert_eq!(back.log_var(), g.log_var());
+        index.verify().unwrap();
 
         let opts = TopKOptions {
             query_block: 3,
@@ -73,7 +79,7 @@ fn written_index_reads_back_and_searches_exactly() {
         let in_memory =
             kernels::top_k(distance, &queries, &g, 10, &TopKOptions::default()).unwrap();
         assert_eq!(from_disk.indices, in_memory.indices, "{distance:?}");
-        if distance == Distance::Mls {
+        if !matches!(distance, Distance::Csd | Distance::Wasserstein2) {
             // The fused loop sums each pair the same way whatever the block.
             assert_eq!(from_disk.distances, in_memory.distances);
         } else {
@@ -107,19 +113,53 @@ fn the_file_is_plain_safetensors() {
     write(&dir, &g, Distance::Mls);
     let bytes = std::fs::read(dir.join(EMBEDDINGS_FILE)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor("gaussian").unwrap();
-    assert_eq!(t.shape(), [5, 2, 3]);
-    let first: Vec<f32> = t.data()[..24]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let (m, v) = g.row(0);
-    assert_eq!(first, [m, v].concat());
+    let floats = |name: &str, shape: &[usize]| -> Vec<f32> {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.shape(), shape, "{name}");
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    assert_eq!(floats("mean", &[5, 3]), g.mean_slice());
+    assert_eq!(floats("log_var", &[5, 3]), g.log_var_slice());
+    // MLS's prepared quantities: s = max(e^v, ε) per dimension, no per-item offset, and
+    // the range of s.
+    let y = floats("search.y", &[5, 3]);
+    for (s, v) in y.iter().zip(g.log_var_slice()) {
+        assert_eq!(*s, v.exp().max(medprob_core::distance::MLS_EPS as f32));
+    }
+    assert_eq!(floats("search.offset", &[5]), vec![0.0; 5]);
+    let lo = y.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    assert_eq!(floats("search.y_range", &[2]), vec![lo, hi]);
     let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     assert_eq!((8 + header) % 8, 0, "data starts 8-byte aligned");
     let info: IndexInfo =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     assert_eq!(info.len, 5);
+
+    // CSD stores ‖μ‖² and Σ σ² per item.
+    let dir = tmp.path().join("csd");
+    write(&dir, &g, Distance::Csd);
+    let bytes = std::fs::read(dir.join(EMBEDDINGS_FILE)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = {
+        let mut n: Vec<String> = st.names().into_iter().map(String::from).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names,
+        ["log_var", "mean", "search.sq_norm", "search.var_sum"]
+    );
+    let var_sum: Vec<f32> = st.tensor("search.var_sum").unwrap().data()[..4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let (_, v) = g.row(0);
+    let want: f32 = v.iter().map(|x| x.exp()).sum();
+    assert_eq!(var_sum, vec![want]);
 }
 
 #[test]
@@ -170,17 +210,37 @@ fn bad_input_fails_and_leaves_nothing_half_written() {
     let e = GaussianIndex::open(&dir).err().unwrap();
     assert!(e.to_string().contains(EMBEDDINGS_FILE), "{e}");
 
+    // A NaN in a mean the search reads: the search stops and names the row.
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mean_row2 = header + 2 * 3 * 4;
     let mut nan = bytes.clone();
-    let row2_mean = bytes.len() - 2 * 24;
-    nan[row2_mean..row2_mean + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    nan[mean_row2..mean_row2 + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&file, &nan).unwrap();
     let index = GaussianIndex::open(&dir).unwrap();
     let e = index.search(&g, 1, &TopKOptions::default()).unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains(EMBEDDINGS_FILE) && msg.contains("row 2"),
+        msg.contains(EMBEDDINGS_FILE) && msg.contains("row 2") && msg.contains("\"c\""),
         "{msg}"
     );
+    let e = index.verify().unwrap_err().to_string();
+    assert!(e.contains("row 2") && e.contains("column 0"), "{e}");
+    drop(index);
+
+    // A changed log-variance: MLS search reads the prepared s = e^v, not v, so only
+    // verify can tell, and it names the row whose stored quantity disagrees.
+    let log_var_row3 = header + 4 * 3 * 4 + 3 * 3 * 4 + 8;
+    let mut changed = bytes.clone();
+    changed[log_var_row3..log_var_row3 + 4].copy_from_slice(&0.5f32.to_le_bytes());
+    std::fs::write(&file, &changed).unwrap();
+    let index = GaussianIndex::open(&dir).unwrap();
+    assert!(index.search(&g, 1, &TopKOptions::default()).is_ok());
+    let e = index.verify().unwrap_err().to_string();
+    assert!(
+        e.contains("row 3") && e.contains("search.y") && e.contains("damaged"),
+        "{e}"
+    );
+    drop(index);
 
     std::fs::write(&file, &bytes).unwrap();
     std::fs::write(dir.join(IDS_FILE), "a\nb\nc\n").unwrap();

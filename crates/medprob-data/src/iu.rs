@@ -7,6 +7,10 @@
 //! or no image: dropping them is the loader's decision (`on_bad_study`), not the
 //! converter's. View positions are not in the XML; pass the projections CSV
 //! (`filename`/`uid`, `projection`) when you have it.
+//!
+//! Labels come from the report's MeSH indexing (`<MeSH><major>…</major></MeSH>`), which
+//! NLM's annotators assigned from the report text: [`mesh_labels`] maps the major terms to
+//! the 14 CheXpert labels (positives only; a label no term names is left blank).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::record::StudyRecord;
+use crate::record::{Label, StudyRecord, CHEXPERT_LABELS};
 
 /// What the converter found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +120,12 @@ pub fn parse_report_xml(xml: &str, source: &Path, options: &IuOptions) -> Result
             _ => {}
         }
     }
+    let majors: Vec<&str> = root
+        .descendants()
+        .filter(|n| n.has_tag_name("major"))
+        .filter_map(|n| n.text())
+        .collect();
+    study.labels = mesh_labels(&majors);
     for n in root.descendants().filter(|n| n.has_tag_name("parentImage")) {
         let id = n
             .attribute("id")
@@ -128,6 +138,74 @@ pub fn parse_report_xml(xml: &str, source: &Path, options: &IuOptions) -> Result
         study.view_names.push(String::new());
     }
     Ok(study)
+}
+
+/// Which CheXpert label (index into [`CHEXPERT_LABELS`]) a MeSH major term names, by its
+/// heading (the part before the first `/`, lower-cased) and, for a few headings, its
+/// qualifiers. Terms about bones' degeneration, calcified granulomas, scars and the like
+/// have no CheXpert label.
+fn mesh_label(term: &str) -> Option<&'static str> {
+    let lower = term.to_lowercase();
+    let mut parts = lower.split('/').map(str::trim);
+    let heading = parts.next().unwrap_or("");
+    let qualifiers: Vec<&str> = parts.collect();
+    let about = |word: &str| qualifiers.iter().any(|q| q.contains(word));
+    Some(match heading {
+        "normal" => "No Finding",
+        "cardiomegaly" => "Cardiomegaly",
+        "mediastinum" | "cardiac shadow" if about("enlarged") || about("wide") => {
+            "Enlarged Cardiomediastinum"
+        }
+        "nodule" | "mass" | "lung neoplasms" => "Lung Lesion",
+        "opacity" | "airspace disease" | "infiltrate" | "density" | "pulmonary fibrosis" => {
+            "Lung Opacity"
+        }
+        "pulmonary edema" | "pulmonary congestion" => "Edema",
+        "consolidation" => "Consolidation",
+        "pneumonia" => "Pneumonia",
+        "pulmonary atelectasis" => "Atelectasis",
+        "pneumothorax" => "Pneumothorax",
+        "pleural effusion" => "Pleural Effusion",
+        "thickening" if about("pleura") => "Pleural Other",
+        "fractures, bone" => "Fracture",
+        "catheters, indwelling" | "implanted medical device" | "surgical instruments"
+        | "tube, inserted" | "medical device" | "stents" | "pacemaker, artificial" => {
+            "Support Devices"
+        }
+        _ => return None,
+    })
+}
+
+/// CheXpert labels from a report's MeSH major terms: every label a term names is
+/// positive, the others blank; `None` without indexing (no terms, or "No Indexing").
+///
+/// ```
+/// use medprob_data::{iu::mesh_labels, Label, CHEXPERT_LABELS};
+/// let l = mesh_labels(&["Cardiomegaly/mild", "Pleural Effusion/right"]).unwrap();
+/// let at = |name| CHEXPERT_LABELS.iter().position(|&n| n == name).unwrap();
+/// assert_eq!(l[at("Cardiomegaly")], Label::Positive);
+/// assert_eq!(l[at("Pleural Effusion")], Label::Positive);
+/// assert_eq!(l[at("No Finding")], Label::Blank);
+/// assert_eq!(mesh_labels(&["No Indexing"]), None);
+/// ```
+pub fn mesh_labels(majors: &[&str]) -> Option<[Label; 14]> {
+    let indexed: Vec<&str> = majors
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("no indexing"))
+        .collect();
+    if indexed.is_empty() {
+        return None;
+    }
+    let mut labels = [Label::Blank; 14];
+    for name in indexed.into_iter().filter_map(mesh_label) {
+        let c = CHEXPERT_LABELS
+            .iter()
+            .position(|&l| l == name)
+            .expect("mesh_label names CheXpert labels");
+        labels[c] = Label::Positive;
+    }
+    Some(labels)
 }
 
 /// Convert a directory of report XML files, or a `.tgz`/`.tar.gz` archive of them.

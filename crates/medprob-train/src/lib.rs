@@ -12,10 +12,12 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod evaluation;
+pub mod evidence;
 pub mod objective;
 pub mod optim;
 pub mod pipeline;
 pub mod retrieve;
+pub mod sections;
 pub mod setup;
 pub mod trainer;
 

@@ -22,8 +22,8 @@ use clap::Parser;
 use medprob::data::iu::{self, IuOptions};
 use medprob::train::evidence::{Evidence, EvidenceData, ImpressionUncertainty};
 use medprob::train::sections::{
-    normalise_section, section_pairs, split_pairs, FrozenFeatures, SectionBackbone,
-    SectionConfig, SectionTower,
+    normalise_section, section_pairs, split_pairs, FrozenFeatures, SectionBackbone, SectionConfig,
+    SectionTower,
 };
 
 #[derive(Parser)]
@@ -44,16 +44,34 @@ struct Args {
     /// Override every variant's epochs (for a quick look; the document records it).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Override every variant's peak learning rate (the document records it).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Backbones to run: minilm, tiny or both (comma-separated).
+    #[arg(long, default_value = "minilm,tiny", value_delimiter = ',')]
+    backbones: Vec<String>,
     /// The document to write.
     #[arg(long, default_value = "docs/EVIDENCE.md")]
     out: PathBuf,
     /// Folder of its plots and results.json.
     #[arg(long, default_value = "docs/evidence")]
     plots: PathBuf,
+    /// Train nothing: write the document and plots again from this results.json (after a
+    /// change to the report's wording or plots).
+    #[arg(long)]
+    from_results: Option<PathBuf>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(path) = &args.from_results {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let evidence: Evidence =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        evidence.write(&args.out, &args.plots)?;
+        eprintln!("wrote {} from {}", args.out.display(), path.display());
+        return Ok(());
+    }
     let started = Instant::now();
     let device = Device::Cpu;
 
@@ -61,7 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("reading {}: {e}", args.reports.display()))?;
     eprintln!("{counts}");
     let pairs = section_pairs(&studies);
-    let labelled: Vec<_> = pairs.iter().filter(|p| p.labels.is_some()).cloned().collect();
+    let labelled: Vec<_> = pairs
+        .iter()
+        .filter(|p| p.labels.is_some())
+        .cloned()
+        .collect();
+    // (From the XML, not a CSV: an unindexed report has no labels, not 14 blanks.)
     let splits = split_pairs(&labelled, args.split_seed, 0.1, 0.2)?;
     eprintln!(
         "{} pairs with both sections, {} with MeSH labels: {} train, {} validation, {} test",
@@ -97,21 +120,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         layers: 2,
         heads: 4,
     };
-    let variants = [
-        (minilm.clone(), true),
-        (minilm, false),
-        (tiny.clone(), true),
-        (tiny, false),
-    ];
+    let mut variants = Vec::new();
+    for b in &args.backbones {
+        let backbone = match b.as_str() {
+            "minilm" => minilm.clone(),
+            "tiny" => tiny.clone(),
+            other => {
+                return Err(
+                    format!("--backbones: unknown backbone {other:?} (minilm, tiny)").into(),
+                )
+            }
+        };
+        variants.push((backbone.clone(), true));
+        variants.push((backbone, false));
+    }
     let config_of = |backbone: &SectionBackbone, probabilistic: bool, seed: u64| {
         let mut c = SectionConfig::new(backbone.clone(), probabilistic, seed);
         if let Some(e) = args.epochs {
             c.epochs = e;
         }
+        if let Some(lr) = args.lr {
+            c.optim.lr = lr;
+        }
         c
     };
     eprintln!("computing frozen MiniLM features once for every text …");
-    let max_tokens = config_of(&variants[0].0, true, 0).max_tokens;
+    let max_tokens = config_of(
+        &SectionBackbone::Frozen {
+            source: args.minilm.clone(),
+        },
+        true,
+        0,
+    )
+    .max_tokens;
     let frozen = FrozenFeatures::compute(&args.minilm, &texts, max_tokens, &device, true)?;
 
     let mut runs = Vec::new();
@@ -142,8 +183,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!(
                 "{} seed {seed}: F→I R@1 {:.1} %, R@10 {:.1} % ({:.0} s)",
                 config.name(),
-                eval.report.retrieval.image_to_text.recall_at(1).unwrap_or(f64::NAN),
-                eval.report.retrieval.image_to_text.recall_at(10).unwrap_or(f64::NAN),
+                eval.report
+                    .retrieval
+                    .image_to_text
+                    .recall_at(1)
+                    .unwrap_or(f64::NAN),
+                eval.report
+                    .retrieval
+                    .image_to_text
+                    .recall_at(10)
+                    .unwrap_or(f64::NAN),
                 t0.elapsed().as_secs_f64()
             );
             if *probabilistic && impressions.is_empty() {
@@ -179,6 +228,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(e) = args.epochs {
         command.push_str(&format!(" --epochs {e}"));
+    }
+    if let Some(lr) = args.lr {
+        command.push_str(&format!(" --lr {lr}"));
+    }
+    if args.backbones != ["minilm", "tiny"] {
+        command.push_str(&format!(" --backbones {}", args.backbones.join(",")));
     }
     let evidence = Evidence {
         command,

@@ -10,7 +10,8 @@
 //!
 //! Labels come from the report's MeSH indexing (`<MeSH><major>…</major></MeSH>`), which
 //! NLM's annotators assigned from the report text: [`mesh_labels`] maps the major terms to
-//! the 14 CheXpert labels (positives only; a label no term names is left blank).
+//! the 14 CheXpert labels (a label a term names is positive, the others negative; a report
+//! without indexing has no labels, which a study CSV stores as 14 blanks).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -168,16 +169,20 @@ fn mesh_label(term: &str) -> Option<&'static str> {
         "pleural effusion" => "Pleural Effusion",
         "thickening" if about("pleura") => "Pleural Other",
         "fractures, bone" => "Fracture",
-        "catheters, indwelling" | "implanted medical device" | "surgical instruments"
-        | "tube, inserted" | "medical device" | "stents" | "pacemaker, artificial" => {
-            "Support Devices"
-        }
+        "catheters, indwelling"
+        | "implanted medical device"
+        | "surgical instruments"
+        | "tube, inserted"
+        | "medical device"
+        | "stents"
+        | "pacemaker, artificial" => "Support Devices",
         _ => return None,
     })
 }
 
 /// CheXpert labels from a report's MeSH major terms: every label a term names is
-/// positive, the others blank; `None` without indexing (no terms, or "No Indexing").
+/// positive, the others negative (the indexing lists what the report found); `None`
+/// without indexing (no terms, or "No Indexing").
 ///
 /// ```
 /// use medprob_data::{iu::mesh_labels, Label, CHEXPERT_LABELS};
@@ -185,7 +190,7 @@ fn mesh_label(term: &str) -> Option<&'static str> {
 /// let at = |name| CHEXPERT_LABELS.iter().position(|&n| n == name).unwrap();
 /// assert_eq!(l[at("Cardiomegaly")], Label::Positive);
 /// assert_eq!(l[at("Pleural Effusion")], Label::Positive);
-/// assert_eq!(l[at("No Finding")], Label::Blank);
+/// assert_eq!(l[at("No Finding")], Label::Negative);
 /// assert_eq!(mesh_labels(&["No Indexing"]), None);
 /// ```
 pub fn mesh_labels(majors: &[&str]) -> Option<[Label; 14]> {
@@ -197,7 +202,7 @@ pub fn mesh_labels(majors: &[&str]) -> Option<[Label; 14]> {
     if indexed.is_empty() {
         return None;
     }
-    let mut labels = [Label::Blank; 14];
+    let mut labels = [Label::Negative; 14];
     for name in indexed.into_iter().filter_map(mesh_label) {
         let c = CHEXPERT_LABELS
             .iter()
@@ -349,6 +354,38 @@ mod tests {
             ),
             (1, 0, 1)
         );
+    }
+
+    #[test]
+    fn mesh_major_terms_become_chexpert_labels() {
+        let xml = r#"<eCitation><uId id="CXR5"/>
+            <MeSH><major>Pleural Effusion/left/small</major><major>Catheters, Indwelling</major>
+            <major>Thickening/pleura/apex</major><major>Calcified Granuloma/lung</major>
+            <automatic>Pneumothorax</automatic></MeSH></eCitation>"#;
+        let s = parse_report_xml(xml, Path::new("5.xml"), &IuOptions::default()).unwrap();
+        let l = s.labels.unwrap();
+        let positive: Vec<&str> = CHEXPERT_LABELS
+            .iter()
+            .zip(l)
+            .filter(|(_, v)| *v == Label::Positive)
+            .map(|(n, _)| *n)
+            .collect();
+        // Automatic (machine) terms are not used; granulomas have no CheXpert label.
+        assert_eq!(
+            positive,
+            ["Pleural Effusion", "Pleural Other", "Support Devices"]
+        );
+        assert_eq!(l.iter().filter(|v| **v == Label::Negative).count(), 11);
+        let none =
+            r#"<eCitation><uId id="CXR6"/><MeSH><major>No Indexing</major></MeSH></eCitation>"#;
+        let s = parse_report_xml(none, Path::new("6.xml"), &IuOptions::default()).unwrap();
+        assert_eq!(s.labels, None);
+        // Enlarged mediastinum needs the qualifier.
+        assert_eq!(
+            mesh_labels(&["Mediastinum/enlarged"]).unwrap()[4],
+            Label::Positive
+        );
+        assert_eq!(mesh_labels(&["Mediastinum"]).unwrap()[4], Label::Negative);
     }
 
     #[test]

@@ -59,6 +59,31 @@ fn converter_keeps_every_iu_report() {
     );
     assert_eq!(s7.image_paths.len(), 2);
 
+    // CheXpert labels from the MeSH major terms. The expected counts were taken from the
+    // XML with a separate script (a regular expression over <major>, headings compared
+    // lower-case); 95 reports say "No Indexing" and have no labels.
+    let at = |name: &str| {
+        medprob_data::CHEXPERT_LABELS
+            .iter()
+            .position(|&l| l == name)
+            .unwrap()
+    };
+    let positive = |name: &str| {
+        let c = at(name);
+        studies
+            .iter()
+            .filter(|s| {
+                s.labels
+                    .is_some_and(|l| l[c] == medprob_data::Label::Positive)
+            })
+            .count()
+    };
+    assert_eq!(studies.iter().filter(|s| s.labels.is_some()).count(), 3860);
+    assert_eq!(positive("No Finding"), 1391);
+    assert_eq!(positive("Cardiomegaly"), 375);
+    assert_eq!(positive("Pleural Effusion"), 161);
+    assert_eq!(positive("Support Devices"), 379);
+
     // A WordPiece vocabulary trained on the real reports keeps the field's words whole.
     let corpus = studies
         .iter()
@@ -84,9 +109,15 @@ fn converter_keeps_every_iu_report() {
         ]
     );
 
-    // The converted table survives a CSV round trip unchanged.
+    // The converted table survives a CSV round trip unchanged, except that a study
+    // without labels in a table with label columns reads back with 14 blanks (the CSV
+    // has no other way to say "unknown"; indexed studies never have a blank).
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("iu.csv");
     medprob_data::write_studies(&csv, &studies).unwrap();
-    assert_eq!(medprob_data::read_studies(&csv).unwrap(), studies);
+    let mut expected = studies.clone();
+    for s in &mut expected {
+        s.labels.get_or_insert([medprob_data::Label::Blank; 14]);
+    }
+    assert_eq!(medprob_data::read_studies(&csv).unwrap(), expected);
 }

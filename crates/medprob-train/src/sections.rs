@@ -28,7 +28,7 @@ use medprob_data::tokenize::ReportTokenizer;
 use medprob_data::StudyRecord;
 use medprob_encoders::heads::{DeterministicHead, ProbabilisticHead};
 use medprob_encoders::ops::{gelu_erf, Linear};
-use medprob_encoders::{BertConfig, BertEncoder, ModelFolder, Pooling, SeededVarMap};
+use medprob_encoders::{BertConfig, BertEncoder, Pooling, SeededVarMap};
 use medprob_losses::clip::clip_loss;
 use medprob_losses::ops::multi_positive_cross_entropy;
 use medprob_losses::targets;
@@ -153,6 +153,8 @@ pub struct SectionConfig {
     pub vib_beta: f64,
     /// Tokens per section.
     pub max_tokens: usize,
+    /// Added to the head's log-variance (`v = offset + proj(x)`): where variances start.
+    pub log_variance_offset: f64,
     /// Seeds the initialisation, the batch order and dropout.
     pub seed: u64,
 }
@@ -163,8 +165,8 @@ impl SectionConfig {
         // A tiny BERT reads 64 tokens (most IU findings are shorter) so that three seeds
         // of both heads fit the study's budget on two cores.
         let (lr, epochs, max_tokens) = match backbone {
-            SectionBackbone::Frozen { .. } => (1e-3, 20, 128),
-            SectionBackbone::Tiny { .. } => (1e-3, 10, 64),
+            SectionBackbone::Frozen { .. } => (3e-3, 20, 128),
+            SectionBackbone::Tiny { .. } => (1e-3, 6, 64),
         };
         Self {
             backbone,
@@ -180,6 +182,7 @@ impl SectionConfig {
             },
             vib_beta: 1e-4,
             max_tokens,
+            log_variance_offset: 0.0,
             seed,
         }
     }
@@ -216,19 +219,22 @@ impl SectionConfig {
     }
 }
 
-/// Mean-pooled features of a frozen pretrained BERT, one row per distinct text: computed
-/// once and shared by every tower (and seed) built on that backbone.
+/// Mean-pooled features of a frozen pretrained BERT: computed once for the texts a study
+/// names and shared by every tower (and seed) built on that backbone; any other text is
+/// encoded when it is asked for.
 #[derive(Clone)]
 pub struct FrozenFeatures {
     /// The backbone they came from ([`SectionBackbone::Frozen`]'s `source`).
     pub source: String,
+    encoder: std::sync::Arc<BertEncoder>,
+    tokenizer: std::sync::Arc<ReportTokenizer>,
     index: HashMap<String, usize>,
     table: Tensor,
 }
 
 impl FrozenFeatures {
-    /// Features of every distinct text in `texts` under the BERT at `source` (a folder,
-    /// else a Hugging Face hub id), `max_tokens` tokens each.
+    /// Load the BERT at `source` (a folder, else a Hugging Face hub id) and compute the
+    /// features of every distinct text in `texts`, `max_tokens` tokens each.
     pub fn compute(
         source: &str,
         texts: &[&str],
@@ -237,9 +243,49 @@ impl FrozenFeatures {
         progress: bool,
     ) -> Result<Self> {
         let folder = crate::setup::pretrained_folder(source)?;
-        let (index, table) = frozen_features(&folder, texts, max_tokens, device, progress)?;
+        let tokenizer = match (&folder.tokenizer, &folder.vocab) {
+            (Some(t), _) => ReportTokenizer::from_file(t, max_tokens)?,
+            (None, Some(v)) => ReportTokenizer::from_bert_vocab(v, true, max_tokens)?,
+            (None, None) => unreachable!("ModelFolder::open requires one of them"),
+        };
+        let encoder = folder.load_bert(DType::F32, device, 0)?;
+        let mut distinct: Vec<&str> = texts.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Similar lengths together: less padding per batch.
+        distinct.sort_by_key(|t| t.len());
+        let bar = if progress {
+            let b = ProgressBar::new(distinct.len() as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "frozen features [{bar:30}] {pos}/{len} texts, eta {eta}",
+                )
+                .expect("valid template"),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut rows = Vec::with_capacity(distinct.len().div_ceil(64));
+        for chunk in distinct.chunks(64) {
+            rows.push(encode_frozen(&encoder, &tokenizer, chunk, device)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        let table = if rows.is_empty() {
+            Tensor::zeros((0, encoder.config().hidden_size), DType::F32, device)?
+        } else {
+            Tensor::cat(&rows, 0)?
+        };
+        let index = distinct
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i))
+            .collect();
         Ok(Self {
             source: source.to_string(),
+            encoder: std::sync::Arc::new(encoder),
+            tokenizer: std::sync::Arc::new(tokenizer),
             index,
             table,
         })
@@ -250,15 +296,43 @@ impl FrozenFeatures {
         self.table.dims()[1]
     }
 
-    /// Number of distinct texts.
+    /// Number of distinct texts computed up front.
     pub fn len(&self) -> usize {
         self.index.len()
     }
 
-    /// Whether no text was given.
+    /// Whether no text was computed up front.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
+
+    /// Features `[B, width]` of `texts`: looked up, or encoded now when any is new.
+    pub fn features(&self, texts: &[&str]) -> Result<Tensor> {
+        let device = self.table.device();
+        let rows: Option<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.index.get(*t).map(|&i| i as u32))
+            .collect();
+        match rows {
+            Some(rows) => {
+                let ids = Tensor::from_vec(rows, texts.len(), device)?;
+                Ok(self.table.index_select(&ids, 0)?)
+            }
+            None => encode_frozen(&self.encoder, &self.tokenizer, texts, device),
+        }
+    }
+}
+
+/// Mean-pooled, detached features of `texts` under a frozen encoder.
+fn encode_frozen(
+    encoder: &BertEncoder,
+    tokenizer: &ReportTokenizer,
+    texts: &[&str],
+    device: &Device,
+) -> Result<Tensor> {
+    let (ids, mask) = crate::objective::text_tensors(tokenizer, texts, device)?;
+    let hidden = encoder.forward(&ids, &mask, false)?;
+    Ok(BertEncoder::pool(&hidden, &mask, Pooling::Mean)?.detach())
 }
 
 /// Text → features, the part of the tower before the head.
@@ -270,8 +344,8 @@ enum Features {
     },
     /// A trainable BERT with its tokenizer.
     Tiny {
-        encoder: BertEncoder,
-        tokenizer: ReportTokenizer,
+        encoder: Box<BertEncoder>,
+        tokenizer: Box<ReportTokenizer>,
     },
 }
 
@@ -327,7 +401,9 @@ impl SectionTower {
                     _ => {
                         return Err(TrainError::config(
                             "backbone.source",
-                            format!("a frozen backbone needs FrozenFeatures computed from {source:?}"),
+                            format!(
+                                "a frozen backbone needs FrozenFeatures computed from {source:?}"
+                            ),
                         ))
                     }
                 };
@@ -356,16 +432,25 @@ impl SectionTower {
                 bert.intermediate_size = 2 * hidden_size;
                 bert.max_position_embeddings = bert.max_position_embeddings.max(config.max_tokens);
                 let encoder = BertEncoder::new(&bert, vb.pp("text"), config.seed ^ 0x2)?;
-                (Features::Tiny { encoder, tokenizer }, *hidden_size)
+                (
+                    Features::Tiny {
+                        encoder: Box::new(encoder),
+                        tokenizer: Box::new(tokenizer),
+                    },
+                    *hidden_size,
+                )
             }
         };
         let head = if config.probabilistic {
-            Head::Probabilistic(ProbabilisticHead::new(
-                width,
-                config.embed_dim,
-                medprob_core::LogVarianceClamp::default(),
-                vb.pp("head"),
-            )?)
+            Head::Probabilistic(
+                ProbabilisticHead::new(
+                    width,
+                    config.embed_dim,
+                    medprob_core::LogVarianceClamp::default(),
+                    vb.pp("head"),
+                )?
+                .with_options(false, config.log_variance_offset),
+            )
         } else {
             Head::Deterministic(DeterministicHead::new(
                 width,
@@ -402,19 +487,7 @@ impl SectionTower {
     fn features(&self, texts: &[&str], train: bool) -> Result<Tensor> {
         match &self.features {
             Features::Frozen { frozen, adapter } => {
-                let rows: Vec<u32> = texts
-                    .iter()
-                    .map(|t| {
-                        frozen.index.get(*t).map(|&i| i as u32).ok_or_else(|| {
-                            TrainError::config(
-                                "sections",
-                                format!("text {t:?} has no frozen features (not given to FrozenFeatures::compute)"),
-                            )
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-                let ids = Tensor::from_vec(rows, texts.len(), &self.device)?;
-                let x = frozen.table.index_select(&ids, 0)?;
+                let x = frozen.features(texts)?;
                 let h = gelu_erf(&adapter.0.forward(&x)?)?;
                 Ok((adapter.1.forward(&h)? + x)?)
             }
@@ -566,6 +639,10 @@ impl SectionTower {
     }
 }
 
+/// The measures of doubt [`ErrorCorrelation`] reports.
+pub const VARIANCE_MEASURE: &str = "Σσ² of the query";
+pub const NEAREST_MEASURE: &str = "distance to the nearest item";
+
 /// How well one measure of a query's doubt tracks its retrieval error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorCorrelation {
@@ -624,8 +701,9 @@ impl SectionTower {
             let i: Vec<&str> = pairs.iter().map(|p| p.impression.as_str()).collect();
             Ok((self.embed(&f, 128)?, self.embed(&i, 128)?))
         };
-        let labels =
-            |pairs: &[SectionPair]| -> Option<Vec<u32>> { pairs.iter().map(|p| p.labels).collect() };
+        let labels = |pairs: &[SectionPair]| -> Option<Vec<u32>> {
+            pairs.iter().map(|p| p.labels).collect()
+        };
         let (vf, vi) = embed(validation)?;
         let (tf, ti) = embed(test)?;
         let (vk, tk) = (impression_keys(validation), impression_keys(test));
@@ -682,18 +760,16 @@ impl SectionTower {
                 .iter()
                 .map(|u| u.total_variance)
                 .collect();
-            let mut measures: Vec<(&str, Box<dyn Fn(usize) -> f64>)> = vec![(
-                "distance to the nearest item",
-                Box::new(|q: usize| ranks[q].top1.1 as f64),
-            )];
+            let nearest: Vec<f64> = ranks.iter().map(|r| r.top1.1 as f64).collect();
+            let mut measures: Vec<(&str, &[f64])> = vec![(NEAREST_MEASURE, &nearest)];
             if self.config.probabilistic {
-                measures.insert(0, ("Σσ² of the query", Box::new(|q: usize| variance[q])));
+                measures.insert(0, (VARIANCE_MEASURE, &variance));
             }
             for (measure, value) in measures {
                 let (x, y): (Vec<f64>, Vec<f64>) = ranks
                     .iter()
                     .enumerate()
-                    .filter_map(|(q, r)| r.rank.map(|rank| (value(q), rank as f64)))
+                    .filter_map(|(q, r)| r.rank.map(|rank| (value[q], rank as f64)))
                     .unzip();
                 error_correlation.push(ErrorCorrelation {
                     direction: direction.into(),
@@ -711,53 +787,6 @@ impl SectionTower {
             error_correlation,
         })
     }
-}
-
-/// Mean-pooled features of every distinct text under a frozen BERT: the lookup from text
-/// to row and the table `[distinct, hidden]`.
-fn frozen_features(
-    folder: &ModelFolder,
-    texts: &[&str],
-    max_tokens: usize,
-    device: &Device,
-    progress: bool,
-) -> Result<(HashMap<String, usize>, Tensor)> {
-    let tokenizer = match (&folder.tokenizer, &folder.vocab) {
-        (Some(t), _) => ReportTokenizer::from_file(t, max_tokens)?,
-        (None, Some(v)) => ReportTokenizer::from_bert_vocab(v, true, max_tokens)?,
-        (None, None) => unreachable!("ModelFolder::open requires one of them"),
-    };
-    let encoder = folder.load_bert(DType::F32, device, 0)?;
-    let mut distinct: Vec<&str> = texts.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    // Similar lengths together: less padding per batch.
-    distinct.sort_by_key(|t| t.len());
-    let bar = if progress {
-        let b = ProgressBar::new(distinct.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template("frozen features [{bar:30}] {pos}/{len} texts, eta {eta}")
-                .expect("valid template"),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut rows = Vec::with_capacity(distinct.len());
-    for chunk in distinct.chunks(64) {
-        let (ids, mask) = crate::objective::text_tensors(&tokenizer, chunk, device)?;
-        let hidden = encoder.forward(&ids, &mask, false)?;
-        rows.push(BertEncoder::pool(&hidden, &mask, Pooling::Mean)?.detach());
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    let table = Tensor::cat(&rows, 0)?;
-    let index = distinct
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), i))
-        .collect();
-    Ok((index, table))
 }
 
 /// Spearman's rank correlation of `x` and `y` (average ranks for ties); NaN when either
@@ -823,13 +852,14 @@ mod tests {
 
     #[test]
     fn splits_are_disjoint_seeded_and_sized() {
-        let pairs: Vec<SectionPair> = (0..100)
-            .map(|i| pair(&format!("s{i}"), "f", "i"))
-            .collect();
+        let pairs: Vec<SectionPair> = (0..100).map(|i| pair(&format!("s{i}"), "f", "i")).collect();
         let a = split_pairs(&pairs, 7, 0.1, 0.2).unwrap();
         let b = split_pairs(&pairs, 7, 0.1, 0.2).unwrap();
         let c = split_pairs(&pairs, 8, 0.1, 0.2).unwrap();
-        assert_eq!((a.train.len(), a.validation.len(), a.test.len()), (70, 10, 20));
+        assert_eq!(
+            (a.train.len(), a.validation.len(), a.test.len()),
+            (70, 10, 20)
+        );
         assert_eq!(a.test, b.test);
         assert_ne!(a.test, c.test);
         let mut all: Vec<&str> = [&a.train, &a.validation, &a.test]

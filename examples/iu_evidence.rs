@@ -20,7 +20,7 @@ use std::time::Instant;
 use candle_core::Device;
 use clap::Parser;
 use medprob::data::iu::{self, IuOptions};
-use medprob::train::evidence::{Evidence, EvidenceData, ImpressionUncertainty};
+use medprob::train::evidence::{Evidence, EvidenceData, ImpressionSummary, ImpressionUncertainty};
 use medprob::train::sections::{
     normalise_section, section_pairs, split_pairs, FrozenFeatures, SectionBackbone, SectionConfig,
     SectionTower,
@@ -157,8 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut runs = Vec::new();
     let mut settings = Vec::new();
-    let mut impressions = Vec::new();
-    let mut uncertainty_from = String::new();
+    let mut impressions = None;
     for (backbone, probabilistic) in &variants {
         for &seed in &args.seeds {
             let config = config_of(backbone, *probabilistic, seed);
@@ -195,27 +194,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .unwrap_or(f64::NAN),
                 t0.elapsed().as_secs_f64()
             );
-            if *probabilistic && impressions.is_empty() {
+            if *probabilistic && impressions.is_none() {
                 // The first probabilistic run ranks every distinct impression.
-                let distinct: Vec<(&String, &(String, usize))> = shared.iter().collect();
-                let text: Vec<&str> = distinct.iter().map(|(_, (t, _))| t.as_str()).collect();
-                let e = tower.embed(&text, 256)?;
-                let u = e.uncertainty();
-                impressions = distinct
+                let distinct: Vec<&(String, usize)> = shared.values().collect();
+                let text: Vec<&str> = distinct.iter().map(|(t, _)| t.as_str()).collect();
+                let u = tower.embed(&text, 256)?.uncertainty();
+                let all = distinct
                     .iter()
                     .zip(u)
-                    .map(|((_, (t, n)), u)| ImpressionUncertainty {
+                    .map(|((t, n), u)| ImpressionUncertainty {
                         impression: t.clone(),
                         studies: *n,
                         total_variance: u.total_variance,
                     })
                     .collect();
-                impressions.sort_by(|a, b| {
-                    b.total_variance
-                        .total_cmp(&a.total_variance)
-                        .then(a.impression.cmp(&b.impression))
-                });
-                uncertainty_from = format!("{}, seed {seed}", config.name());
+                let from = format!("{}, seed {seed}", config.name());
+                impressions = Some(ImpressionSummary::new(from, all, 20));
             }
             runs.push(eval);
         }
@@ -251,7 +245,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             most_shared,
         },
         runs,
-        uncertainty_from,
         impressions,
         wall_minutes: started.elapsed().as_secs_f64() / 60.0,
         threads: rayon_threads(),

@@ -45,6 +45,60 @@ pub struct ImpressionUncertainty {
     pub total_variance: f64,
 }
 
+/// How a tower's uncertainty spreads over the distinct impressions: the extremes (the
+/// only impression texts kept: the reports are CC BY-NC-ND and are not redistributed) and
+/// summary statistics over all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpressionSummary {
+    /// Which run ("variant, seed N").
+    pub from: String,
+    /// Distinct impressions ranked.
+    pub distinct: usize,
+    /// The most uncertain, most uncertain first.
+    pub most: Vec<ImpressionUncertainty>,
+    /// The least uncertain, least uncertain first.
+    pub least: Vec<ImpressionUncertainty>,
+    /// Spearman ρ between the number of studies sharing an impression and its `Σ σ²`.
+    pub sharing_spearman: f64,
+    /// Mean `Σ σ²` and count of impressions shared by 5 or more studies.
+    pub shared: (f64, usize),
+    /// Mean `Σ σ²` and count of impressions of a single study.
+    pub single: (f64, usize),
+}
+
+impl ImpressionSummary {
+    /// Summarise `all` (any order), keeping the `n` most and `n` least uncertain.
+    pub fn new(from: String, mut all: Vec<ImpressionUncertainty>, n: usize) -> Self {
+        all.sort_by(|a, b| {
+            b.total_variance
+                .total_cmp(&a.total_variance)
+                .then(a.impression.cmp(&b.impression))
+        });
+        let x: Vec<f64> = all.iter().map(|i| i.studies as f64).collect();
+        let y: Vec<f64> = all.iter().map(|i| i.total_variance).collect();
+        let group = |keep: &dyn Fn(usize) -> bool| {
+            let v: Vec<f64> = all
+                .iter()
+                .filter(|i| keep(i.studies))
+                .map(|i| i.total_variance)
+                .collect();
+            (mean_sd(&v).0, v.len())
+        };
+        let n = n.min(all.len());
+        let mut least = all[all.len() - n..].to_vec();
+        least.reverse();
+        Self {
+            from,
+            distinct: all.len(),
+            sharing_spearman: crate::sections::spearman(&x, &y),
+            shared: group(&|s| s >= 5),
+            single: group(&|s| s == 1),
+            most: all[..n].to_vec(),
+            least,
+        }
+    }
+}
+
 /// The whole study.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -53,10 +107,8 @@ pub struct Evidence {
     pub data: EvidenceData,
     /// Every run, variants in a fixed order, seeds within.
     pub runs: Vec<SectionEvaluation>,
-    /// Which run the impression ranking comes from.
-    pub uncertainty_from: String,
-    /// Distinct impressions, most uncertain first.
-    pub impressions: Vec<ImpressionUncertainty>,
+    /// How the first probabilistic run's uncertainty spreads over the impressions.
+    pub impressions: Option<ImpressionSummary>,
     /// Wall time of the whole study, minutes, and the threads it used.
     pub wall_minutes: f64,
     pub threads: usize,
@@ -507,12 +559,8 @@ impl Evidence {
             }
         }
 
-        if !self.impressions.is_empty() {
-            let _ = writeln!(
-                s,
-                "## Which impressions are uncertain ({})\n",
-                self.uncertainty_from
-            );
+        if let Some(imp) = &self.impressions {
+            let _ = writeln!(s, "## Which impressions are uncertain ({})\n", imp.from);
             let show = |s: &mut String, items: &[ImpressionUncertainty]| {
                 let _ = writeln!(s, "| # | Σσ² | studies sharing it | impression |");
                 let _ = writeln!(s, "|---|---|---|---|");
@@ -534,39 +582,26 @@ impl Evidence {
                     );
                 }
             };
-            let n = self.impressions.len().min(20);
-            let _ = writeln!(s, "The {n} most uncertain distinct impressions:\n");
-            show(&mut s, &self.impressions[..n]);
-            let _ = writeln!(s, "\nThe {n} least uncertain:\n");
-            let mut least: Vec<ImpressionUncertainty> =
-                self.impressions[self.impressions.len() - n..].to_vec();
-            least.reverse();
-            show(&mut s, &least);
-            let shared: Vec<f64> = self
-                .impressions
-                .iter()
-                .filter(|i| i.studies >= 5)
-                .map(|i| i.total_variance)
-                .collect();
-            let single: Vec<f64> = self
-                .impressions
-                .iter()
-                .filter(|i| i.studies == 1)
-                .map(|i| i.total_variance)
-                .collect();
-            let x: Vec<f64> = self.impressions.iter().map(|i| i.studies as f64).collect();
-            let y: Vec<f64> = self.impressions.iter().map(|i| i.total_variance).collect();
+            let _ = writeln!(
+                s,
+                "The {} most uncertain of the {} distinct impressions:\n",
+                imp.most.len(),
+                imp.distinct
+            );
+            show(&mut s, &imp.most);
+            let _ = writeln!(s, "\nThe {} least uncertain:\n", imp.least.len());
+            show(&mut s, &imp.least);
             let _ = writeln!(
                 s,
                 "\nImpressions shared by 5 or more studies: mean Σσ² {:.3} ({} texts); \
                  impressions of a single study: {:.3} ({} texts). Spearman ρ between how many \
                  studies share an impression and its Σσ²: {:.3} over {} distinct impressions.\n",
-                mean_sd(&shared).0,
-                shared.len(),
-                mean_sd(&single).0,
-                single.len(),
-                crate::sections::spearman(&x, &y),
-                x.len()
+                imp.shared.0,
+                imp.shared.1,
+                imp.single.0,
+                imp.single.1,
+                imp.sharing_spearman,
+                imp.distinct
             );
         }
 
@@ -665,11 +700,8 @@ impl Evidence {
                 strength(rv)
             ));
         }
-        if !self.impressions.is_empty() {
-            let x: Vec<f64> = self.impressions.iter().map(|i| i.studies as f64).collect();
-            let y: Vec<f64> = self.impressions.iter().map(|i| i.total_variance).collect();
-            let r = crate::sections::spearman(&x, &y);
-            let n = self.impressions.len().min(20);
+        if let Some(imp) = &self.impressions {
+            let r = imp.sharing_spearman;
             let words = |items: &[ImpressionUncertainty]| {
                 mean_sd(
                     &items
@@ -679,24 +711,27 @@ impl Evidence {
                 )
                 .0
             };
-            let most = &self.impressions[..n];
-            let least = &self.impressions[self.impressions.len() - n..];
+            let studies = |items: &[ImpressionUncertainty]| {
+                mean_sd(&items.iter().map(|i| i.studies as f64).collect::<Vec<_>>()).0
+            };
             out.push(format!(
                 "The motivating hypothesis, that impressions shared by many different findings \
                  get high uncertainty, {} in {} (ρ = {r:.3} between the number of studies \
-                 sharing an impression and its Σσ²). The {n} most uncertain impressions \
-                 average {:.0} words and are shared by {:.1} studies each; the {n} least \
+                 sharing an impression and its Σσ²). The {} most uncertain impressions \
+                 average {:.0} words and are shared by {:.1} studies each; the {} least \
                  uncertain average {:.0} words and {:.1} studies.",
                 if r > 0.1 {
                     "holds"
                 } else {
                     "is **not** borne out"
                 },
-                self.uncertainty_from,
-                words(most),
-                mean_sd(&most.iter().map(|i| i.studies as f64).collect::<Vec<_>>()).0,
-                words(least),
-                mean_sd(&least.iter().map(|i| i.studies as f64).collect::<Vec<_>>()).0,
+                imp.from,
+                imp.most.len(),
+                words(&imp.most),
+                studies(&imp.most),
+                imp.least.len(),
+                words(&imp.least),
+                studies(&imp.least),
             ));
         }
         let over: Vec<String> = self
@@ -741,7 +776,20 @@ impl Evidence {
             .into_iter()
             .map(|(c, f)| (c, format!("{rel}/{f}")))
             .collect();
-        let json = serde_json::to_vec_pretty(self).expect("Evidence serialises");
+        // Curves are plotted from each variant's first run only; the others keep their
+        // tables and AURCs, which is what the document aggregates.
+        let mut slim = self.clone();
+        let mut seen = Vec::new();
+        for run in &mut slim.runs {
+            if seen.contains(&run.variant) {
+                for a in &mut run.report.risk_coverage {
+                    a.curve.clear();
+                }
+            } else {
+                seen.push(run.variant.clone());
+            }
+        }
+        let json = serde_json::to_vec_pretty(&slim).expect("Evidence serialises");
         let results = plot_dir.join("results.json");
         medprob_core::fs::write_atomic(&results, &json).map_err(|e| TrainError::io(&results, e))?;
         medprob_core::fs::write_atomic(path, self.to_markdown(&linked).as_bytes())
@@ -769,5 +817,37 @@ mod tests {
         assert_eq!(mean_sd(&[4.0]), (4.0, 0.0));
         assert!(mean_sd(&[]).0.is_nan());
         assert_eq!(pm(&[1.0, 3.0], 1), "2.0 ± 1.4");
+    }
+
+    #[test]
+    fn impression_summary_keeps_only_the_extremes_and_the_statistics() {
+        let item = |t: &str, studies, v| ImpressionUncertainty {
+            impression: t.into(),
+            studies,
+            total_variance: v,
+        };
+        let all = vec![
+            item("a", 1, 5.0),
+            item("b", 9, 1.0),
+            item("c", 1, 4.0),
+            item("d", 6, 2.0),
+            item("e", 1, 3.0),
+        ];
+        let s = ImpressionSummary::new("run".into(), all, 2);
+        let names = |v: &[ImpressionUncertainty]| -> Vec<String> {
+            v.iter().map(|i| i.impression.clone()).collect()
+        };
+        assert_eq!(names(&s.most), ["a", "c"]);
+        assert_eq!(names(&s.least), ["b", "d"]);
+        assert_eq!(s.distinct, 5);
+        assert_eq!(s.shared, (1.5, 2));
+        assert_eq!(s.single, (4.0, 3));
+        // More sharing, less variance: study-count ranks (2, 5, 2, 4, 2), variance ranks
+        // (5, 1, 4, 2, 3): ρ = −8/√80.
+        assert!(
+            (s.sharing_spearman + 8.0 / 80f64.sqrt()).abs() < 1e-12,
+            "{}",
+            s.sharing_spearman
+        );
     }
 }

@@ -96,8 +96,8 @@ fn run(
         .expect("backward");
     let host = |t: &Tensor| {
         t.flatten_all()
-            .and_then(|t| t.to_dtype(DType::F64))
             .and_then(|t| t.to_device(&Device::Cpu))
+            .and_then(|t| t.to_dtype(DType::F64))
             .expect("copy to host")
     };
     let g: Vec<Tensor> = [&ma, &va, &mb, &vb]
@@ -242,8 +242,8 @@ fn cuda_mls_gallery_shape_matches_the_cpu_kernel() {
     };
     let host = |t: Tensor| {
         t.flatten_all()
-            .and_then(|t| t.to_dtype(DType::F64))
             .and_then(|t| t.to_device(&Device::Cpu))
+            .and_then(|t| t.to_dtype(DType::F64))
             .expect("host")
     };
     for flip in [false, true] {

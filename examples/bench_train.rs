@@ -1,4 +1,5 @@
-//! Training throughput of MedProbCLIP on the CPU, data loading excluded: the quickstart's
+//! Training throughput of MedProbCLIP on the CPU (or, with `--device cuda` and the `cuda`
+//! feature, a GPU), data loading excluded: the quickstart's
 //! model and objective (`TrainConfig::default()`: ViT on 64-pixel images with 16-pixel
 //! patches, one-layer BERT with mean pooling, probabilistic heads, MLS, λ_I = λ_T = 0.1,
 //! β = 1e-4) trained for a fixed number of steps on one fixed synthetic batch.
@@ -21,7 +22,11 @@
 //!
 //! ```sh
 //! cargo run --release --example bench_train -- --threads 2 --steps 100 --warmup 10 --breakdown
+//! cargo run --release --features cuda --example bench_train -- --device cuda --batch 128 --breakdown
 //! ```
+//!
+//! On CUDA every phase ends with `Device::synchronize`, so each is timed to the completion
+//! of its kernels.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -42,8 +47,11 @@ mod proc_status;
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
-#[command(about = "Time MedProbCLIP training steps on the CPU (one JSON line on stdout)")]
+#[command(about = "Time MedProbCLIP training steps on the CPU or a GPU (one JSON line on stdout)")]
 struct Args {
+    /// `cpu`, or `cuda` (device 0; needs `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Timed optimisation steps.
     #[arg(long, default_value_t = 100)]
     steps: usize,
@@ -164,12 +172,14 @@ impl Trainer<'_> {
         if !value.is_finite() {
             return Err(format!("non-finite loss {value} at step {step}").into());
         }
+        device.synchronize()?;
         let forward_done = Instant::now();
         let store = out.total.backward()?;
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
         accumulate(&mut grads, collect_grads(&self.vars, &store))?;
         // The graph is freed here, as at the end of the trainer's micro-batch loop.
         drop((store, out, i1, i2, t1, t2));
+        device.synchronize()?;
         let backward_done = Instant::now();
         scale_grads(&mut grads, 1.0)?;
         let norm = clip_global_norm(&mut grads, self.config.optim.grad_clip)?;
@@ -178,6 +188,7 @@ impl Trainer<'_> {
         }
         let lr = self.config.optim.lr_at(step, self.total_steps);
         self.optimizer.step(&grads, lr)?;
+        device.synchronize()?;
         let done = Instant::now();
         Ok((
             value,
@@ -213,7 +224,21 @@ fn main() -> AnyResult<()> {
         .build_global()?;
 
     let config = TrainConfig::default();
-    let device = Device::Cpu;
+    let (device, device_label) = match args.device.as_str() {
+        "cpu" => (Device::Cpu, "cpu".to_string()),
+        "cuda" => (
+            Device::new_cuda(0).map_err(|e| {
+                // candle's error carries a backtrace; its first line says what failed.
+                let e = e.to_string();
+                let e = e.lines().next().unwrap_or_default();
+                format!(
+                    "--device cuda: no CUDA device 0 ({e}); was this built with --features cuda?"
+                )
+            })?,
+            "cuda:0".to_string(),
+        ),
+        other => return Err(format!("--device must be cpu or cuda, got {other:?}").into()),
+    };
     let image_size = config.data.image_size as usize;
     let model = build_model(&config, args.vocab, &device)?;
     let vars = model.trainable_vars();
@@ -257,11 +282,13 @@ fn main() -> AnyResult<()> {
         .collect();
     let images = Tensor::from_vec(pixels, (128, 3, image_size, image_size), &device)?;
     model.encode_images(&images, false)?;
+    device.synchronize()?;
     let batches = (args.encode / 128).max(1);
     let t = Instant::now();
     for _ in 0..batches {
         model.encode_images(&images, false)?;
     }
+    device.synchronize()?;
     let encode_per_s = (batches * 128) as f64 / t.elapsed().as_secs_f64();
 
     let n = args.steps as f64;
@@ -273,6 +300,7 @@ fn main() -> AnyResult<()> {
         ("ms_per_step", json(round(1e3 * seconds / n, 2).into())),
         ("batch", json(args.batch.into())),
         ("threads", json(args.threads.into())),
+        ("device", json(device_label.into())),
         (
             "peak_rss_mib",
             json(

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Training throughput of MedProbCLIP in PyTorch on the CPU: the PyTorch half of
-``scripts/bench_train.sh``, whose Rust half is ``examples/bench_train.rs``.
+"""Training throughput of MedProbCLIP in PyTorch on the CPU (or, with ``--device cuda``,
+a GPU): the PyTorch half of ``scripts/bench_train.sh``, whose Rust half is
+``examples/bench_train.rs``.
 
 Both train the quickstart's model and objective for a fixed number of steps on
 one fixed synthetic batch (data loading excluded) and print one JSON line, e.g.
@@ -45,6 +46,7 @@ Usage::
 
     scripts/.venv/bin/python scripts/bench_train.py --threads 2 --steps 100 --warmup 10
     scripts/bench_train.sh 2 100      # both halves and the ratio
+    python3 scripts/bench_train.py --device cuda --batch 128   # on a GPU (gpu-bundle/run.sh)
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ class Bert(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, l = ids.shape
-        positions = torch.arange(l).unsqueeze(0).expand(b, l)
+        positions = torch.arange(l, device=ids.device).unsqueeze(0).expand(b, l)
         types = torch.zeros_like(ids)
         x = self.word(ids) + self.position(positions) + self.token_type(types)
         x = self.emb_dropout(self.emb_norm(x))
@@ -237,7 +239,7 @@ def mls_pairwise(a, b) -> torch.Tensor:
 
 def pair_term(x, y, scale, shift) -> torch.Tensor:
     logits = -scale.clamp(min=MIN_SCALE) * mls_pairwise(x, y) + shift
-    labels = torch.arange(logits.shape[0])
+    labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
@@ -292,6 +294,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the synthetic batch")
     p.add_argument("--encode", type=int, default=2048,
                    help="images embedded (inference, batches of 128) for encode_images_per_s")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda (device 0; every phase is timed to a torch.cuda.synchronize)")
     p.add_argument("--breakdown", action="store_true",
                    help="also report mean ms of forward, backward and optimiser per step")
     args = p.parse_args()
@@ -299,8 +303,12 @@ def main() -> None:
         p.error("need --batch >= 2 and --steps >= 1")
 
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda:0" if args.device == "cuda" else args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # as candle: full f32 products
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    model = MedProbClip(args.vocab)
+    model = MedProbClip(args.vocab).to(device)
     model.train()
     decay = [q for q in model.parameters() if q.ndim >= 2]
     no_decay = [q for q in model.parameters() if q.ndim < 2]
@@ -316,6 +324,8 @@ def main() -> None:
     text1 = torch.randint(5, args.vocab, (b, l), generator=g)
     text2 = torch.randint(5, args.vocab, (b, l), generator=g)
     mask = torch.ones(b, l, dtype=torch.long)
+    # Made on the CPU from the seeded generator (the same numbers on every device), then moved.
+    image1, image2, text1, text2, mask = (x.to(device) for x in (image1, image2, text1, text2, mask))
     total_steps = args.warmup + args.steps
 
     def step(k: int) -> tuple[float, float, float, float]:
@@ -334,6 +344,7 @@ def main() -> None:
         t1 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         if not math.isfinite(norm.item()):
@@ -341,6 +352,7 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(k, total_steps)
         optimizer.step()
+        sync()
         t3 = time.perf_counter()
         return value, t1 - t0, t2 - t1, t3 - t2
 
@@ -361,12 +373,14 @@ def main() -> None:
 
     # Inference: embed --encode images in batches of 128 (after one untimed batch).
     model.eval()
-    batch_images = torch.randn(128, 3, s, s, generator=g)
+    batch_images = torch.randn(128, 3, s, s, generator=g).to(device)
     with torch.no_grad():
         model.encode_images(batch_images)
+        sync()
         t = time.perf_counter()
         for _ in range(max(1, args.encode // 128)):
             model.encode_images(batch_images)
+        sync()
         encode_per_s = max(1, args.encode // 128) * 128 / (time.perf_counter() - t)
 
     n = args.steps
@@ -377,6 +391,7 @@ def main() -> None:
         "ms_per_step": round(1e3 * seconds / n, 2),
         "batch": args.batch,
         "threads": args.threads,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "peak_rss_mib": None if rss is None else round(rss, 1),
         "steps": n,
         "warmup": args.warmup,

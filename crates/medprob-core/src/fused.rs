@@ -1,4 +1,5 @@
-//! Pairwise MLS as one CPU operation with a hand-written backward pass.
+//! Pairwise MLS as one operation (CPU, and CUDA with the `cuda` feature) with a hand-written
+//! backward pass.
 //!
 //! Written with tensor operations (`[N, 1, D]` against `[1, M, D]`), MLS costs a dozen
 //! `N×M×D` temporaries forward and, backward, strided reductions over the broadcast
@@ -12,13 +13,20 @@
 //! `e^v < ε`), and likewise for `v'_jd`.
 //!
 //! Inputs are `[N, 2D]` rows `mean ‖ log_var` (joined with a differentiable `cat`, so
-//! gradients reach both tensors). Arithmetic is in `f64` whatever the storage type. Only the
-//! CPU has a kernel: [`crate::tensor::pairwise`] uses the tensor formula on other devices.
+//! gradients reach both tensors). On the CPU, arithmetic is in `f64` whatever the storage
+//! type (`f32` or `f64`). With the `cuda` feature both operations also run on CUDA devices
+//! (`kernels/mls_pairwise.cu`, launched from `src/cuda/mls.rs`): tiled kernels that never
+//! form an `N×M×D` array, computing `f32`, `f16` and `bf16` in `f32` and `f64` in `f64`.
+//! [`crate::tensor::pairwise`] uses the tensor formula on other devices (Metal).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::distance::MLS_EPS;
+
+#[cfg(feature = "cuda")]
+#[path = "cuda/mls.rs"]
+mod cuda;
 
 /// Rows `[n, 2d]` of one side, in `f64`, with `s = max(e^v, ε)` precomputed.
 struct Side {
@@ -104,6 +112,17 @@ impl CustomOp2 for MlsPairwise {
                 }
             });
         Ok((from_f64(out, s1), Shape::from((a.n, b.n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        cuda::forward(self.dim, s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -199,5 +218,18 @@ impl CustomOp3 for MlsPairwiseGrad {
         let mut out = grad_rows(&a, &b, d, |i, j| g[i * m + j]);
         out.extend(grad_rows(&b, &a, d, |j, i| g[i * m + j]));
         Ok((from_f64(out, s1), Shape::from((a.n + b.n, 2 * d))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        cuda::backward(self.dim, (s1, l1), (s2, l2), (s3, l3))
     }
 }

@@ -7,8 +7,9 @@
 //! share one formula per distance: a pairwise call broadcasts `[N, 1, D]` against
 //! `[1, M, D]`, a paired call compares `[N, D]` with `[N, D]`. Pairwise CSD instead uses
 //! its GEMM decomposition, `‖mu1‖² + ‖mu2‖² − 2·mu1·mu2ᵀ + Σs1 + Σs2`, which never forms
-//! the `N×M×D` tensor, and pairwise MLS on the CPU is one fused operation with its own
-//! backward pass ([`pairwise_formula`] is the broadcast form, used on other devices).
+//! the `N×M×D` tensor, and pairwise MLS on the CPU and on CUDA devices is one fused
+//! operation with its own backward pass ([`pairwise_formula`] is the broadcast form, used
+//! on other devices).
 
 use candle_core::{Tensor, D};
 
@@ -123,14 +124,20 @@ pub fn pairwise(distance: Distance, a: &GaussianTensor, b: &GaussianTensor) -> R
     if distance == Distance::Csd {
         return csd_gemm(a, b);
     }
-    if distance == Distance::Mls && a.mean.device().is_cpu() {
+    // The fused operation has a CUDA kernel only with this crate's `cuda` feature (candle
+    // may have CUDA through another crate's feature without it).
+    let device = a.mean.device();
+    if distance == Distance::Mls
+        && (device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda()))
+    {
         return mls_fused(a, b);
     }
     pairwise_formula(distance, a, b)
 }
 
-/// Pairwise MLS on the CPU as one operation with a hand-written backward pass
-/// ([`crate::fused`]); the same values and gradients as the tensor formula.
+/// Pairwise MLS on the CPU or a CUDA device as one operation with a hand-written backward
+/// pass ([`crate::fused`]); the same values and gradients as the tensor formula, without
+/// its `N×M×D` temporaries.
 fn mls_fused(a: &GaussianTensor, b: &GaussianTensor) -> Result<Tensor> {
     let rows = |g: &GaussianTensor| Tensor::cat(&[&g.mean, &g.log_var], 1)?.contiguous();
     let op = crate::fused::MlsPairwise { dim: a.dim() };
@@ -138,7 +145,7 @@ fn mls_fused(a: &GaussianTensor, b: &GaussianTensor) -> Result<Tensor> {
 }
 
 /// Pairwise distances by the broadcast tensor formula (what every device can run); the
-/// reference the fused CPU kernels are tested against.
+/// reference the fused CPU and CUDA kernels are tested against.
 pub fn pairwise_formula(
     distance: Distance,
     a: &GaussianTensor,

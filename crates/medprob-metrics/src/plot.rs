@@ -89,6 +89,30 @@ pub struct ReliabilityChart {
     pub ece: f64,
 }
 
+impl ReliabilityChart {
+    /// The equal-width reliability diagram of `calibration`, titled `title`.
+    pub fn from_calibration(
+        title: &str,
+        calibration: &crate::calibration::CalibrationReport,
+    ) -> Self {
+        Self {
+            title: title.to_string(),
+            bars: calibration
+                .diagram
+                .iter()
+                .map(|b| ReliabilityBar {
+                    lower: b.lower,
+                    upper: b.upper,
+                    confidence: b.confidence,
+                    accuracy: b.accuracy,
+                    count: b.count,
+                })
+                .collect(),
+            ece: calibration.ece,
+        }
+    }
+}
+
 /// Draws one chart to `path` (`.png` or `.svg`), 900 × 600 pixels.
 ///
 /// # Errors

@@ -11,7 +11,7 @@ use crate::confidence::ConfidenceKind;
 use crate::corruption::Corruption;
 use crate::error::{MetricsError, Result};
 use crate::label_retrieval::LabelRetrieval;
-use crate::plot::{self, LineChart, ReliabilityBar, ReliabilityChart, Series};
+use crate::plot::{self, LineChart, ReliabilityChart, Series};
 use crate::retrieval::RetrievalReport;
 use crate::selective::{Guarantee, SelectiveOutcome};
 use crate::zero_shot::ZeroShotReport;
@@ -480,21 +480,9 @@ impl EvaluationReport {
             .methods
             .iter()
             .filter_map(|m| {
-                m.calibration.as_ref().map(|c| ReliabilityChart {
-                    title: m.method.clone(),
-                    bars: c
-                        .diagram
-                        .iter()
-                        .map(|b| ReliabilityBar {
-                            lower: b.lower,
-                            upper: b.upper,
-                            confidence: b.confidence,
-                            accuracy: b.accuracy,
-                            count: b.count,
-                        })
-                        .collect(),
-                    ece: c.ece,
-                })
+                m.calibration
+                    .as_ref()
+                    .map(|c| ReliabilityChart::from_calibration(&m.method, c))
             })
             .collect();
         if !charts.is_empty() {

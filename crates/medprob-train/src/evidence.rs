@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use medprob_metrics::plot::{self, LineChart, ReliabilityBar, ReliabilityChart, Series};
+use medprob_metrics::plot::{self, LineChart, ReliabilityChart, Series};
 use medprob_metrics::report::Direction;
 use medprob_metrics::ConfidenceKind;
 use serde::{Deserialize, Serialize};
@@ -302,21 +302,10 @@ impl Evidence {
         let charts: Vec<ReliabilityChart> = first
             .iter()
             .filter_map(|e| {
-                e.report.calibration.as_ref().map(|c| ReliabilityChart {
-                    title: e.variant.clone(),
-                    bars: c
-                        .diagram
-                        .iter()
-                        .map(|b| ReliabilityBar {
-                            lower: b.lower,
-                            upper: b.upper,
-                            confidence: b.confidence,
-                            accuracy: b.accuracy,
-                            count: b.count,
-                        })
-                        .collect(),
-                    ece: c.ece,
-                })
+                e.report
+                    .calibration
+                    .as_ref()
+                    .map(|c| ReliabilityChart::from_calibration(&e.variant, c))
             })
             .collect();
         let file = "reliability.png".to_string();

@@ -242,6 +242,18 @@ fn bad_input_fails_and_leaves_nothing_half_written() {
     );
     drop(index);
 
+    // An index of the first layout is refused with the way out.
+    let mut old = bytes.clone();
+    let tag = b"medprob-gaussian-index/2";
+    let at = old.windows(tag.len()).position(|w| w == tag).unwrap();
+    old[at + tag.len() - 1] = b'1';
+    std::fs::write(&file, &old).unwrap();
+    let e = GaussianIndex::open(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains("older layout") && e.contains("--write-index"),
+        "{e}"
+    );
+
     std::fs::write(&file, &bytes).unwrap();
     std::fs::write(dir.join(IDS_FILE), "a\nb\nc\n").unwrap();
     let e = GaussianIndex::open(&dir).err().unwrap();

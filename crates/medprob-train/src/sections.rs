@@ -243,11 +243,7 @@ impl FrozenFeatures {
         progress: bool,
     ) -> Result<Self> {
         let folder = crate::setup::pretrained_folder(source)?;
-        let tokenizer = match (&folder.tokenizer, &folder.vocab) {
-            (Some(t), _) => ReportTokenizer::from_file(t, max_tokens)?,
-            (None, Some(v)) => ReportTokenizer::from_bert_vocab(v, true, max_tokens)?,
-            (None, None) => unreachable!("ModelFolder::open requires one of them"),
-        };
+        let tokenizer = crate::setup::folder_tokenizer(&folder, max_tokens)?;
         let encoder = folder.load_bert(DType::F32, device, 0)?;
         let mut distinct: Vec<&str> = texts.to_vec();
         distinct.sort_unstable();

@@ -80,15 +80,18 @@ pub fn build_tokenizer(config: &TrainConfig, train: &[StudyRecord]) -> Result<Re
                 max,
             )?)
         }
-        TextSpec::Pretrained { source } => {
-            let folder = pretrained_folder(source)?;
-            Ok(match (&folder.tokenizer, &folder.vocab) {
-                (Some(t), _) => ReportTokenizer::from_file(t, max)?,
-                (None, Some(v)) => ReportTokenizer::from_bert_vocab(v, true, max)?,
-                (None, None) => unreachable!("ModelFolder::open requires one of them"),
-            })
-        }
+        TextSpec::Pretrained { source } => folder_tokenizer(&pretrained_folder(source)?, max),
     }
+}
+
+/// A pretrained model folder's own tokenizer (`tokenizer.json`, else `vocab.txt`),
+/// `max_tokens` tokens per text.
+pub fn folder_tokenizer(folder: &ModelFolder, max_tokens: usize) -> Result<ReportTokenizer> {
+    Ok(match (&folder.tokenizer, &folder.vocab) {
+        (Some(t), _) => ReportTokenizer::from_file(t, max_tokens)?,
+        (None, Some(v)) => ReportTokenizer::from_bert_vocab(v, true, max_tokens)?,
+        (None, None) => unreachable!("ModelFolder::open requires one of them"),
+    })
 }
 
 /// A fresh model for the method (pretrained weights loaded where configured).

@@ -265,17 +265,7 @@ impl<'a> TopKAccumulator<'a> {
 
     /// The result so far, nearest first.
     pub fn finish(self) -> TopK {
-        let n = self.heaps.len();
-        let kk = self.heaps.iter().map(|h| h.len()).min().unwrap_or(0);
-        let mut indices = Array2::<usize>::zeros((n, kk));
-        let mut distances = Array2::<f32>::zeros((n, kk));
-        for (i, heap) in self.heaps.into_iter().enumerate() {
-            for (r, c) in heap.into_sorted_vec().into_iter().take(kk).enumerate() {
-                indices[[i, r]] = c.index;
-                distances[[i, r]] = c.dist;
-            }
-        }
-        TopK { indices, distances }
+        candidates_to_top_k(self.heaps.into_iter().map(sorted_candidates).collect())
     }
 }
 
@@ -589,17 +579,17 @@ pub(crate) fn top_k_prepared(
                 }
                 q0 = q1;
             }
-            Ok(heaps
-                .into_iter()
-                .map(|h| {
-                    h.into_sorted_vec()
-                        .into_iter()
-                        .map(|c| (c.dist, c.index))
-                        .collect()
-                })
-                .collect())
+            Ok(heaps.into_iter().map(sorted_candidates).collect())
         })
         .try_reduce(empty, |a, b| Ok(merge_candidates(a, b, k)))
+}
+
+/// A heap's candidates as `(distance, index)`, nearest first.
+fn sorted_candidates(heap: std::collections::BinaryHeap<Candidate>) -> Vec<(f32, usize)> {
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(|c| (c.dist, c.index))
+        .collect()
 }
 
 /// Keep `c` if it is among the `k` best seen.

@@ -247,7 +247,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         runs,
         impressions,
         wall_minutes: started.elapsed().as_secs_f64() / 60.0,
-        threads: rayon_threads(),
+        threads: rayon::current_num_threads(),
         settings,
     };
     evidence.write(&args.out, &args.plots)?;
@@ -258,12 +258,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         evidence.wall_minutes
     );
     Ok(())
-}
-
-/// Threads the CPU kernels use.
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

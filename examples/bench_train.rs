@@ -148,16 +148,27 @@ impl Trainer<'_> {
             Embedded::Gaussian(g) => Ok(g),
             Embedded::Unit(_) => Err("the MedProbCLIP model gave deterministic embeddings"),
         };
-        let i1 = gaussian(self.model.encode_images(&batch.image1, true)?)?;
-        let i2 = gaussian(self.model.encode_images(&batch.image2, true)?)?;
-        let t1 = gaussian(
-            self.model
-                .encode_texts(&batch.text1.0, &batch.text1.1, true)?,
-        )?;
-        let t2 = gaussian(
-            self.model
-                .encode_texts(&batch.text2.0, &batch.text2.1, true)?,
-        )?;
+        let mut images = self
+            .model
+            .encode_image_views(&[&batch.image1, &batch.image2], true)?
+            .into_iter();
+        let mut texts = self
+            .model
+            .encode_text_sections(
+                &[
+                    (&batch.text1.0, &batch.text1.1),
+                    (&batch.text2.0, &batch.text2.1),
+                ],
+                true,
+            )?
+            .into_iter();
+        let next = |it: &mut std::vec::IntoIter<Embedded>| {
+            it.next()
+                .ok_or("an encoder gave too few embeddings")
+                .and_then(gaussian)
+        };
+        let (i1, i2) = (next(&mut images)?, next(&mut images)?);
+        let (t1, t2) = (next(&mut texts)?, next(&mut texts)?);
         let device = batch.image1.device();
         let tg = targets::from_keys(&batch.study_ids, DType::F32, device)?;
         let (scale, shift) = self.model.match_parameters()?;

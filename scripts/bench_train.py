@@ -292,6 +292,9 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=2000, help="text vocabulary size")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=1, help="seed of the synthetic batch")
+    p.add_argument("--separate-views", action="store_true",
+                   help="one encoder call per view and per section (the reference code's way) "
+                        "instead of one call for both, as medprob's trainer makes")
     p.add_argument("--encode", type=int, default=2048,
                    help="images embedded (inference, batches of 128) for encode_images_per_s")
     p.add_argument("--device", default="cpu",
@@ -330,14 +333,17 @@ def main() -> None:
 
     def step(k: int) -> tuple[float, float, float, float]:
         t0 = time.perf_counter()
-        loss = medprobclip_loss(
-            model.encode_images(image1),
-            model.encode_images(image2),
-            model.encode_texts(text1, mask),
-            model.encode_texts(text2, mask),
-            model.scale,
-            model.shift,
-        )
+        if args.separate_views:
+            i1, i2 = model.encode_images(image1), model.encode_images(image2)
+            t1, t2 = model.encode_texts(text1, mask), model.encode_texts(text2, mask)
+        else:
+            # Both views (and both sections) in one pass of each encoder, as medprob's
+            # trainer does (MedProbModel::encode_image_views / encode_text_sections).
+            def halves(e):  # (mean, log-variance) of 2B rows -> the two (mean, log-variance)
+                return tuple(zip(*(x.split(b) for x in e)))
+            i1, i2 = halves(model.encode_images(torch.cat([image1, image2])))
+            t1, t2 = halves(model.encode_texts(torch.cat([text1, text2]), torch.cat([mask, mask])))
+        loss = medprobclip_loss(i1, i2, t1, t2, model.scale, model.shift)
         value = loss.item()
         if not math.isfinite(value):
             raise SystemExit(f"non-finite loss {value} at step {k}")

@@ -14,8 +14,9 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::ops::Linear;
 use serde::{Deserialize, Serialize};
 
+use crate::attention::multi_head_attention;
 use crate::error::{EncoderError, Result};
-use crate::ops::{softmax_last_dim, Dropout, LayerNorm, StepClock};
+use crate::ops::{Dropout, LayerNorm, StepClock};
 
 /// The fields of a Hugging Face BERT `config.json` that the encoder uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,30 +230,14 @@ impl BertEncoder {
             .forward_t(&self.emb_norm.forward(&x)?, train)?;
         let dtype = x.dtype();
         // Additive mask: 0 for tokens, a large negative number for padding.
-        let bias = mask
-            .to_dtype(dtype)?
-            .affine(1.0, -1.0)?
-            .affine(1e4, 0.0)?
-            .reshape((b, 1, 1, l))?;
+        let bias = mask.to_dtype(dtype)?.affine(1.0, -1.0)?.affine(1e4, 0.0)?;
         let heads = self.config.num_attention_heads;
-        let dh = self.config.hidden_size / heads;
         for layer in &self.layers {
-            let split = |t: Tensor| -> candle_core::Result<Tensor> {
-                t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous()
-            };
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(&bias)?;
-            let probs = layer
+            let qkv = Linear::stacked(&[&layer.query, &layer.key, &layer.value])?.forward(&x)?;
+            let drop = layer
                 .attn_dropout
-                .forward_t(&softmax_last_dim(&scores)?, train)?;
-            let ctx =
-                probs
-                    .matmul(&v)?
-                    .transpose(1, 2)?
-                    .contiguous()?
-                    .reshape((b, l, heads * dh))?;
+                .mask(&(b, heads, l, l).into(), dtype, dev, train)?;
+            let ctx = multi_head_attention(&qkv, heads, Some(&bias), drop.as_ref())?;
             let attn = layer
                 .hidden_dropout
                 .forward_t(&layer.attn_out.forward(&ctx)?, train)?;

@@ -11,11 +11,13 @@
 //! * [`heads`]: probabilistic `(mu, log-variance)` and deterministic unit-norm heads;
 //! * [`model`]: both encoders, heads and match parameters; freezing; atomic checkpoints;
 //! * [`ops`]: differentiable layer norm and softmax, seeded dropout;
+//! * [`attention`]: multi-head attention, one fused kernel forward and backward on the CPU;
 //! * [`init`]: a seeded `VarBuilder` backend;
 //! * [`testing`]: the gradient checker every trainable module is tested with.
 //!
 //! * [`hub`]: model folders from the Hugging Face hub (cache and offline mode honoured).
 
+pub mod attention;
 pub mod bert;
 pub mod error;
 mod fused;

@@ -120,6 +120,30 @@ impl Embedded {
             Embedded::Unit(t) => t,
         }
     }
+
+    /// Rows `start..start + len` (differentiable).
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(match self {
+            Embedded::Gaussian(g) => Embedded::Gaussian(GaussianTensor::new(
+                g.mean.narrow(0, start, len)?,
+                g.log_var.narrow(0, start, len)?,
+            )?),
+            Embedded::Unit(t) => Embedded::Unit(t.narrow(0, start, len)?),
+        })
+    }
+
+    /// Split into consecutive parts of `sizes` rows.
+    fn split(&self, sizes: &[usize]) -> Result<Vec<Self>> {
+        let mut start = 0;
+        sizes
+            .iter()
+            .map(|&n| {
+                let part = self.narrow(start, n);
+                start += n;
+                part
+            })
+            .collect()
+    }
 }
 
 enum Heads {
@@ -231,6 +255,70 @@ impl MedProbModel {
             Heads::Probabilistic(h, _) => Embedded::Gaussian(h.forward(&f)?),
             Heads::Deterministic(h, _) => Embedded::Unit(h.forward(&f)?),
         })
+    }
+
+    /// Embed several batches of images (a study's views), each `[B_k, C, S, S]`, one
+    /// embedding batch per input, as [`MedProbModel::encode_images`] would embed each.
+    ///
+    /// A ViT embeds every image independently of the others, so the views go through it
+    /// as one batch: half the operations (and autograd records) of one call per view,
+    /// which on a CPU is most of the cost of a small model. A ResNet in training
+    /// normalises with its batch's statistics, so there each view keeps its own call.
+    /// Dropout masks are drawn per call, so the two ways draw different (equally seeded)
+    /// masks.
+    pub fn encode_image_views(&self, views: &[&Tensor], train: bool) -> Result<Vec<Embedded>> {
+        if views.len() < 2 || matches!(self.image, ImageEncoder::ResNet(_)) {
+            return views.iter().map(|v| self.encode_images(v, train)).collect();
+        }
+        let sizes = views
+            .iter()
+            .map(|v| v.dim(0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let joined = Tensor::cat(views, 0)?;
+        self.encode_images(&joined, train)?.split(&sizes)
+    }
+
+    /// Embed several batches of report sections (findings, impression), each token ids
+    /// `[B_k, L_k]` with their mask, one embedding batch per input, in one pass of the
+    /// text encoder. Shorter sections are padded (id 0, mask 0) to the longest: padded
+    /// keys get no attention weight (exactly zero in `f32`) and pooling skips them, so each
+    /// embedding is what [`MedProbModel::encode_texts`] gives for its section alone.
+    pub fn encode_text_sections(
+        &self,
+        sections: &[(&Tensor, &Tensor)],
+        train: bool,
+    ) -> Result<Vec<Embedded>> {
+        if sections.len() < 2 {
+            return sections
+                .iter()
+                .map(|(ids, mask)| self.encode_texts(ids, mask, train))
+                .collect();
+        }
+        let longest = sections
+            .iter()
+            .map(|(ids, _)| ids.dim(1))
+            .collect::<candle_core::Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let pad = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let l = t.dim(1)?;
+            t.pad_with_zeros(1, 0, longest - l)
+        };
+        let (mut ids, mut masks, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in sections {
+            if i.dims() != m.dims() {
+                return Err(EncoderError::Input {
+                    what: "MedProbModel::encode_text_sections",
+                    detail: format!("ids {:?} and mask {:?} differ in shape", i.dims(), m.dims()),
+                });
+            }
+            ids.push(pad(i)?);
+            masks.push(pad(m)?);
+            sizes.push(i.dim(0)?);
+        }
+        let (ids, masks) = (Tensor::cat(&ids, 0)?, Tensor::cat(&masks, 0)?);
+        self.encode_texts(&ids, &masks, train)?.split(&sizes)
     }
 
     /// Embeddings as `f32` (a differentiable cast; nothing happens for an `f32` model).

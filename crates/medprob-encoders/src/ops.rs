@@ -50,6 +50,25 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Several linear layers of the same input as one: `x·[W₁; W₂; …]ᵀ + [b₁; b₂; …]`,
+    /// their outputs side by side in the last dimension (BERT's query, key and value
+    /// projections, packed as [`crate::attention::multi_head_attention`] reads them).
+    /// The stacked weights are built from the layers' own, so each gets its gradient.
+    pub fn stacked(layers: &[&Linear]) -> candle_core::Result<Self> {
+        let weights: Vec<&Tensor> = layers.iter().map(|l| l.inner.weight()).collect();
+        let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.inner.bias()).collect();
+        let bias = match biases {
+            Some(b) => Some(Tensor::cat(&b, 0)?),
+            None if layers.iter().all(|l| l.inner.bias().is_none()) => None,
+            None => candle_core::bail!("Linear::stacked: some layers have a bias and some not"),
+        };
+        Ok(Self {
+            inner: candle_nn::Linear::new(Tensor::cat(&weights, 0)?, bias),
+        })
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.inner.bias() {
@@ -186,8 +205,25 @@ impl Dropout {
 
     /// Apply (only when `train`).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self.mask(x.shape(), x.dtype(), x.device(), train)? {
+            Some(mask) => x * mask,
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// The next inverted-dropout mask (0 or `1/(1 − p)` per element) for a tensor of
+    /// `shape`, drawn exactly as [`Dropout::forward_t`] would draw it; `None` when it would
+    /// leave its input alone (not training, or `p = 0`). For layers that apply the mask
+    /// inside a fused kernel ([`crate::attention::multi_head_attention`]).
+    pub fn mask(
+        &self,
+        shape: &candle_core::Shape,
+        dtype: DType,
+        device: &candle_core::Device,
+        train: bool,
+    ) -> candle_core::Result<Option<Tensor>> {
         if !train || self.p == 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let step = self.clock.get();
         let call = {
@@ -198,19 +234,19 @@ impl Dropout {
             c.1 += 1;
             c.1 - 1
         };
-        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(self.seed, step, call));
+        let rng = rand::rngs::StdRng::seed_from_u64(mix(self.seed, step, call));
         let keep = 1.0 - self.p;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if rng.random_bool(keep) {
-                    (1.0 / keep) as f32
-                } else {
-                    0.0
-                }
-            })
+        let bernoulli = rand::distr::Bernoulli::new(keep)
+            .map_err(|e| candle_core::Error::Msg(format!("dropout keep {keep}: {e}")))?;
+        let kept = (1.0 / keep) as f32;
+        let mask: Vec<f32> = rng
+            .sample_iter(bernoulli)
+            .take(shape.elem_count())
+            .map(|k| if k { kept } else { 0.0 })
             .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x * mask
+        Tensor::from_vec(mask, shape, device)?
+            .to_dtype(dtype)
+            .map(Some)
     }
 }
 

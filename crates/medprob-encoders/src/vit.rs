@@ -12,9 +12,10 @@ use candle_nn::VarBuilder;
 use crate::ops::Linear;
 use serde::{Deserialize, Serialize};
 
+use crate::attention::multi_head_attention;
 use crate::bert::Pooling;
 use crate::error::{EncoderError, Result};
-use crate::ops::{softmax_last_dim, Dropout, LayerNorm, StepClock};
+use crate::ops::{Dropout, LayerNorm, StepClock};
 
 /// ViT hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,26 +213,11 @@ impl VisionTransformer {
             .broadcast_add(&self.patch_bias)?;
         let cls = self.cls_token.broadcast_as((b, 1, d))?;
         let mut x = Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.pos_embed)?;
-        let (heads, n) = (c.heads, g * g + 1);
-        let dh = d / heads;
+        let heads = c.heads;
         for blk in &self.blocks {
             let y = blk.norm1.forward(&x)?;
-            let qkv = blk
-                .qkv
-                .forward(&y)?
-                .reshape((b, n, 3, heads, dh))?
-                .permute((2, 0, 3, 1, 4))?;
-            let (q, k, v) = (
-                qkv.get(0)?.contiguous()?,
-                qkv.get(1)?.contiguous()?,
-                qkv.get(2)?.contiguous()?,
-            );
-            let attn = softmax_last_dim(&(q.matmul(&k.t()?)? * (dh as f64).powf(-0.5))?)?;
-            let out = attn
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, n, d))?;
+            let qkv = blk.qkv.forward(&y)?;
+            let out = multi_head_attention(&qkv, heads, None, None)?;
             x = (x + blk.dropout.forward_t(&blk.proj.forward(&out)?, train)?)?;
             let y = blk.norm2.forward(&x)?;
             let y = blk

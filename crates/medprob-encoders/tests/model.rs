@@ -269,3 +269,77 @@ fn a_mismatched_checkpoint_names_the_tensor() {
         .to_string();
     assert!(e.contains("config.json: missing"), "{e}");
 }
+
+/// `a` and `b` agree to `tol` and have the same length.
+fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= tol, "{what}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn joint_views_and_sections_embed_as_separate_calls() {
+    let dev = Device::Cpu;
+    let (images, ids, mask) = inputs(&dev);
+    let other_images = (images.clone() * -0.5).unwrap();
+    // A second section longer than the first: the first is padded inside the joint call.
+    let ids2 = Tensor::new(&[[2u32, 5, 6, 7, 8, 3], [2, 30, 3, 0, 0, 0]], &dev).unwrap();
+    let mask2 = Tensor::new(&[[1u32, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], &dev).unwrap();
+    for pooling in [Pooling::Cls, Pooling::Mean] {
+        let model = MedProbModel::new(
+            ModelConfig {
+                text_pooling: pooling,
+                ..config(HeadKind::Probabilistic)
+            },
+            &dev,
+        )
+        .unwrap();
+        let joint = model
+            .encode_image_views(&[&images, &other_images], false)
+            .unwrap();
+        assert_eq!(joint.len(), 2);
+        for (j, x) in joint.iter().zip([&images, &other_images]) {
+            let alone = model.encode_images(x, false).unwrap();
+            close(&flat(j), &flat(&alone), 1e-5, "image view");
+        }
+        let joint = model
+            .encode_text_sections(&[(&ids, &mask), (&ids2, &mask2)], false)
+            .unwrap();
+        assert_eq!(joint.len(), 2);
+        for (j, (i, m)) in joint.iter().zip([(&ids, &mask), (&ids2, &mask2)]) {
+            let alone = model.encode_texts(i, m, false).unwrap();
+            close(&flat(j), &flat(&alone), 1e-5, "report section");
+        }
+    }
+
+    // Training through the joint calls reaches both backbones.
+    let model = MedProbModel::new(config(HeadKind::Probabilistic), &dev).unwrap();
+    let e = model
+        .encode_image_views(&[&images, &other_images], true)
+        .unwrap();
+    let t = model
+        .encode_text_sections(&[(&ids, &mask), (&ids2, &mask2)], true)
+        .unwrap();
+    let loss = e
+        .iter()
+        .chain(&t)
+        .map(|x| x.mean().sqr().unwrap().sum_all().unwrap())
+        .reduce(|a, b| (a + b).unwrap())
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in model.trainable_vars() {
+        if name.starts_with("image.") || name.starts_with("text.encoder") {
+            let g = grads.get(var.as_tensor());
+            let norm = g.map(|g| {
+                g.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            });
+            assert!(norm.is_some_and(|n| n > 0.0), "{name} gets no gradient");
+        }
+    }
+}

@@ -86,10 +86,19 @@ impl Objective {
         };
         let (i1, i2) = (view(0)?, view(1)?);
         let ((t1, m1), (t2, m2)) = (text(0)?, text(1)?);
-        let e_i1 = model.encode_images(&i1, true)?;
-        let e_i2 = model.encode_images(&i2, true)?;
-        let e_t1 = model.encode_texts(&t1, &m1, true)?;
-        let e_t2 = model.encode_texts(&t2, &m2, true)?;
+        // Both views (and both sections) in one pass of their encoder each.
+        let [e_i1, e_i2]: [Embedded; 2] = model
+            .encode_image_views(&[&i1, &i2], true)?
+            .try_into()
+            .map_err(|_| {
+            TrainError::config("model", "two image views gave other than two embeddings")
+        })?;
+        let [e_t1, e_t2]: [Embedded; 2] = model
+            .encode_text_sections(&[(&t1, &m1), (&t2, &m2)], true)?
+            .try_into()
+            .map_err(|_| {
+                TrainError::config("model", "two sections gave other than two embeddings")
+            })?;
         let ids: Vec<&str> = batch.iter().map(|it| it.study_id.as_str()).collect();
         let tg = targets::from_keys(&ids, candle_core::DType::F32, device)?;
         let (scale, shift) = model.match_parameters()?;

@@ -153,11 +153,8 @@ impl Geometry {
 struct Head<T> {
     /// Queries `[L, dh]`.
     q: Vec<T>,
-    /// Keys `[L, dh]` and transposed `[dh, L]`.
-    k: Vec<T>,
+    /// Keys and values, transposed: `[dh, L]`.
     kt: Vec<T>,
-    /// Values `[L, dh]` and transposed `[dh, L]`.
-    v: Vec<T>,
     vt: Vec<T>,
     /// Probabilities `P`, `[L, L]`.
     p: Vec<T>,
@@ -169,9 +166,7 @@ impl<T: Elem> Head<T> {
         let zeros = |n: usize| vec![T::zero(); n];
         Self {
             q: zeros(l * dh),
-            k: zeros(l * dh),
             kt: zeros(l * dh),
-            v: zeros(l * dh),
             vt: zeros(l * dh),
             p: zeros(l * l),
         }
@@ -189,8 +184,6 @@ impl<T: Elem> Head<T> {
                 &row[2 * d + at..2 * d + at + dh],
             );
             self.q[i * dh..(i + 1) * dh].copy_from_slice(q);
-            self.k[i * dh..(i + 1) * dh].copy_from_slice(k);
-            self.v[i * dh..(i + 1) * dh].copy_from_slice(v);
             for c in 0..dh {
                 self.kt[c * l + i] = k[c];
                 self.vt[c * l + i] = v[c];
@@ -265,19 +258,27 @@ fn forward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T]) -> Vec<T> {
         for h in 0..g.heads {
             head.load(g, rows, bias, h);
             let mask = head_mask(g, extra, bi, h);
+            // O_ic = Σ_j P̃_ij V_jc = P̃_i · Vᵀ_c.
             for i in 0..l {
+                let p = &mut head.p[i * l..(i + 1) * l];
+                if let Some(m) = mask {
+                    scale_by(p, &m[i * l..(i + 1) * l]);
+                }
                 let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
-                for j in 0..l {
-                    let mut p = head.p[i * l + j];
-                    if let Some(m) = mask {
-                        p = p * m[i * l + j];
-                    }
-                    axpy(p, &head.v[j * dh..(j + 1) * dh], o);
+                for (o, vt) in o.iter_mut().zip(head.vt.chunks_exact(l)) {
+                    *o = dot(p, vt);
                 }
             }
         }
     });
     out
+}
+
+/// `x ⊙= m`.
+fn scale_by<T: Elem>(x: &mut [T], m: &[T]) {
+    for (x, &m) in x.iter_mut().zip(m) {
+        *x = *x * m;
+    }
 }
 
 fn backward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T], grad: &[T]) -> Vec<T> {
@@ -291,47 +292,56 @@ fn backward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T], grad: &[T]) -> Vec<T>
             let bias = &extra[bi * l..(bi + 1) * l];
             let grad = &grad[bi * l * d..(bi + 1) * l * d];
             let mut head = Head::new(g);
-            let mut ds = vec![T::zero(); l * l];
+            let mut ds = vec![T::zero(); l];
+            // Gradients of keys and values, transposed: [dh, L].
+            let (mut dkt, mut dvt) = (vec![T::zero(); dh * l], vec![T::zero(); dh * l]);
             for h in 0..g.heads {
                 head.load(g, rows, bias, h);
-                let mask = head_mask(g, extra, bi, h);
-                let go = |i: usize| &grad[i * d + h * dh..i * d + (h + 1) * dh];
-                // dV_j = Σ_i P̃_ij dO_i, written straight into the packed gradient.
+                let mask = head_mask(g, extra, bi, h).map(|m| m.chunks_exact(l));
+                let mut mask = mask.into_iter().flatten();
+                dkt.fill(T::zero());
+                dvt.fill(T::zero());
                 for i in 0..l {
-                    for j in 0..l {
-                        let mut p = head.p[i * l + j];
-                        if let Some(m) = mask {
-                            p = p * m[i * l + j];
-                        }
-                        let at = j * 3 * d + 2 * d + h * dh;
-                        axpy(p, go(i), &mut dx[at..at + dh]);
+                    let p = &head.p[i * l..(i + 1) * l];
+                    let m = mask.next();
+                    let go = &grad[i * d + h * dh..i * d + (h + 1) * dh];
+                    // dVᵀ_c += dO_ic P̃_i (P̃_i built in ds as scratch).
+                    ds.copy_from_slice(p);
+                    if let Some(m) = m {
+                        scale_by(&mut ds, m);
                     }
-                }
-                // dS = P ⊙ (dP − rowsum(P ⊙ dP)), with dP = (dO Vᵀ) ⊙ M; scaled by s.
-                for i in 0..l {
-                    let (p, dsi) = (&head.p[i * l..(i + 1) * l], &mut ds[i * l..(i + 1) * l]);
-                    dsi.fill(T::zero());
-                    for (&o, vt) in go(i).iter().zip(head.vt.chunks_exact(l)) {
-                        axpy(o, vt, dsi);
+                    for (&o, dvt) in go.iter().zip(dvt.chunks_exact_mut(l)) {
+                        axpy(o, &ds, dvt);
                     }
-                    if let Some(m) = mask {
-                        for (s, &m) in dsi.iter_mut().zip(&m[i * l..(i + 1) * l]) {
-                            *s = *s * m;
-                        }
+                    // dP_i = (dO_i Vᵀ) ⊙ M_i;  dS_i = s · P_i ⊙ (dP_i − P_i · dP_i).
+                    ds.fill(T::zero());
+                    for (&o, vt) in go.iter().zip(head.vt.chunks_exact(l)) {
+                        axpy(o, vt, &mut ds);
                     }
-                    let row = dot(p, dsi);
-                    for (s, &p) in dsi.iter_mut().zip(p) {
+                    if let Some(m) = m {
+                        scale_by(&mut ds, m);
+                    }
+                    let row = dot(p, &ds);
+                    for (s, &p) in ds.iter_mut().zip(p) {
                         *s = p * (*s - row) * scale;
                     }
+                    // dQ_ic = dS_i · Kᵀ_c;  dKᵀ_c += Q_ic dS_i.
+                    let at = i * 3 * d + h * dh;
+                    for (c, kt) in head.kt.chunks_exact(l).enumerate() {
+                        dx[at + c] = dot(&ds, kt);
+                    }
+                    for (&q, dkt) in head.q[i * dh..(i + 1) * dh]
+                        .iter()
+                        .zip(dkt.chunks_exact_mut(l))
+                    {
+                        axpy(q, &ds, dkt);
+                    }
                 }
-                // dQ_i = Σ_j dS_ij K_j;  dK_j = Σ_i dS_ij Q_i.
-                for i in 0..l {
-                    for j in 0..l {
-                        let s = ds[i * l + j];
-                        let at = i * 3 * d + h * dh;
-                        axpy(s, &head.k[j * dh..(j + 1) * dh], &mut dx[at..at + dh]);
-                        let at = j * 3 * d + d + h * dh;
-                        axpy(s, &head.q[i * dh..(i + 1) * dh], &mut dx[at..at + dh]);
+                for j in 0..l {
+                    let at = j * 3 * d + h * dh;
+                    for c in 0..dh {
+                        dx[at + d + c] = dkt[c * l + j];
+                        dx[at + 2 * d + c] = dvt[c * l + j];
                     }
                 }
             }

@@ -219,6 +219,19 @@ fn dot<T: Elem>(a: &[T], b: &[T]) -> T {
     acc.iter().fold(tail, |s, &x| s + x)
 }
 
+/// `Σ x_i` in eight interleaved partial sums.
+fn sum<T: Elem>(x: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(T::zero(), |s, &x| s + x);
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = acc[k] + c[k];
+        }
+    }
+    acc.iter().fold(tail, |s, &x| s + x)
+}
+
 /// `y += a·x`.
 fn axpy<T: Elem>(a: T, x: &[T], y: &mut [T]) {
     for (y, &x) in y.iter_mut().zip(x) {
@@ -228,12 +241,11 @@ fn axpy<T: Elem>(a: T, x: &[T], y: &mut [T]) {
 
 fn softmax_in_place<T: Elem>(x: &mut [T]) {
     let max = x.iter().copied().fold(T::neg_infinity(), T::max);
-    let mut sum = T::zero();
+    // The exponentials in a loop of their own (a running sum would serialise it).
     for x in x.iter_mut() {
         *x = (*x - max).fast_exp();
-        sum = sum + *x;
     }
-    let inv = T::one() / sum;
+    let inv = T::one() / sum(x);
     for x in x.iter_mut() {
         *x = *x * inv;
     }

@@ -87,13 +87,16 @@ impl Elem for f32 {
         let r = x - n * LN2_HI - n * LN2_LO;
         let p = P.iter().fold(0.0, |acc, &c| acc * r + c);
         let er = p * r * r + r + 1.0;
-        let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
-        if self < -87.0 {
-            0.0
-        } else if self > 88.0 {
+        // 2ⁿ without a float-to-int conversion (whose saturating semantics stop
+        // vectorisation): n + 127 sits in the low mantissa bits of n + 127 + 1.5·2²³,
+        // and shifting by 23 moves it into the exponent field, dropping the rest.
+        let two_n = f32::from_bits((n + (127.0 + SHIFT)).to_bits() << 23);
+        let y = er * two_n;
+        let y = if self < -87.0 { 0.0 } else { y };
+        if self > 88.0 {
             f32::INFINITY
         } else {
-            er * two_n
+            y
         }
     }
     fn cst(x: f64) -> Self {

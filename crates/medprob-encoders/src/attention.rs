@@ -149,106 +149,117 @@ impl Geometry {
     }
 }
 
-/// Per-task buffers for one head of one batch item.
-struct Head<T> {
-    /// Queries `[L, dh]`.
-    q: Vec<T>,
-    /// Keys and values, transposed: `[dh, L]`.
-    kt: Vec<T>,
-    vt: Vec<T>,
-    /// Probabilities `P`, `[L, L]`.
-    p: Vec<T>,
+/// A strided matrix: pointer to element (0, 0), row stride, column stride (in elements).
+type Strided<T> = (*const T, isize, isize);
+
+/// `dst = beta·lhs·rhs` (`+ dst` when `accumulate`) for `m × k` by `k × n` strided
+/// matrices, on this thread: the `gemm` crate, candle's own CPU matrix kernel, which picks
+/// the widest vector instructions the CPU has at run time.
+///
+/// # Safety
+/// Every element the shapes and strides address must lie inside its allocation, and `dst`
+/// must not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut T, isize, isize),
+    accumulate: bool,
+    lhs: Strided<T>,
+    rhs: Strided<T>,
+    beta: T,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2,
+        dst.1,
+        accumulate,
+        lhs.0,
+        lhs.2,
+        lhs.1,
+        rhs.0,
+        rhs.2,
+        rhs.1,
+        T::one(),
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
-impl<T: Elem> Head<T> {
-    fn new(g: &Geometry) -> Self {
-        let (l, dh) = (g.len, g.dh);
-        let zeros = |n: usize| vec![T::zero(); n];
-        Self {
-            q: zeros(l * dh),
-            kt: zeros(l * dh),
-            vt: zeros(l * dh),
-            p: zeros(l * l),
-        }
+/// One batch item's packed rows `[L, 3·D]` and the strided views of one head in them.
+struct Item<'a, T> {
+    rows: &'a [T],
+    l: usize,
+    d: usize,
+    dh: usize,
+}
+
+impl<T: Elem> Item<'_, T> {
+    /// Head `h`'s queries (`part` 0), keys (1) or values (2) as an `[L, dh]` matrix.
+    fn part(&self, part: usize, h: usize) -> Strided<T> {
+        let at = part * self.d + h * self.dh;
+        debug_assert!(at + (self.l - 1) * 3 * self.d + self.dh <= self.rows.len());
+        (self.rows[at..].as_ptr(), 3 * self.d as isize, 1)
     }
 
-    /// Load head `h` of one batch item's packed rows `[L, 3·D]` and compute `P`.
-    fn load(&mut self, g: &Geometry, rows: &[T], bias: &[T], h: usize) {
-        let (l, dh, d) = (g.len, g.dh, g.width());
-        let at = h * dh;
-        for i in 0..l {
-            let row = &rows[i * 3 * d..(i + 1) * 3 * d];
-            let (q, k, v) = (
-                &row[at..at + dh],
-                &row[d + at..d + at + dh],
-                &row[2 * d + at..2 * d + at + dh],
+    /// The same, transposed (`[dh, L]`).
+    fn part_t(&self, part: usize, h: usize) -> Strided<T> {
+        let (ptr, rs, cs) = self.part(part, h);
+        (ptr, cs, rs)
+    }
+
+    /// `P = softmax(s·QKᵀ + 1·βᵀ)` of head `h` into `p` (`[L, L]`).
+    fn probabilities(&self, h: usize, scale: f64, bias: &[T], p: &mut [T]) {
+        let l = self.l;
+        for row in p.chunks_exact_mut(l) {
+            row.copy_from_slice(bias);
+        }
+        // SAFETY: Q and Kᵀ address rows of `self.rows` (checked in `part`); `p` is [L, L].
+        unsafe {
+            matmul(
+                (l, l, self.dh),
+                (p.as_mut_ptr(), l as isize, 1),
+                true,
+                self.part(0, h),
+                self.part_t(1, h),
+                T::cst(scale),
             );
-            self.q[i * dh..(i + 1) * dh].copy_from_slice(q);
-            for c in 0..dh {
-                self.kt[c * l + i] = k[c];
-                self.vt[c * l + i] = v[c];
-            }
         }
-        // Row i of S is bias + s·Σ_c q_ic Kᵀ_c: whole rows at a time, so the loops vectorise.
-        let scale = T::cst(g.scale);
-        for i in 0..l {
-            let p = &mut self.p[i * l..(i + 1) * l];
-            p.copy_from_slice(bias);
-            for (c, kt) in self.kt.chunks_exact(l).enumerate() {
-                axpy(self.q[i * dh + c] * scale, kt, p);
-            }
-            softmax_in_place(p);
+        for row in p.chunks_exact_mut(l) {
+            softmax_in_place(row);
         }
-    }
-}
-
-/// `Σ a_i b_i` in eight interleaved partial sums (a vectorisable reduction).
-fn dot<T: Elem>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: T = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .fold(T::zero(), |s, (&a, &b)| s + a * b);
-    for (a, b) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] = acc[k] + a[k] * b[k];
-        }
-    }
-    acc.iter().fold(tail, |s, &x| s + x)
-}
-
-/// `Σ x_i` in eight interleaved partial sums.
-fn sum<T: Elem>(x: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder().iter().fold(T::zero(), |s, &x| s + x);
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] = acc[k] + c[k];
-        }
-    }
-    acc.iter().fold(tail, |s, &x| s + x)
-}
-
-/// `y += a·x`.
-fn axpy<T: Elem>(a: T, x: &[T], y: &mut [T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = *y + a * x;
     }
 }
 
 fn softmax_in_place<T: Elem>(x: &mut [T]) {
-    let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+    let max = lanes(x, T::neg_infinity(), |a, b| if b > a { b } else { a });
     // The exponentials in a loop of their own (a running sum would serialise it).
     for x in x.iter_mut() {
         *x = (*x - max).fast_exp();
     }
-    let inv = T::one() / sum(x);
+    let inv = T::one() / lanes(x, T::zero(), |a, b| a + b);
     for x in x.iter_mut() {
         *x = *x * inv;
     }
+}
+
+/// `x` folded by `f` in eight interleaved lanes, then across them: a reduction the
+/// compiler can vectorise (a single running fold is a serial chain).
+fn lanes<T: Elem>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(init, |a, &b| f(a, b));
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = f(acc[k], c[k]);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| f(a, b))
 }
 
 /// The dropout mask of head `h` of batch item `bi`, if any.
@@ -260,37 +271,46 @@ fn head_mask<'a, T>(g: &Geometry, extra: &'a [T], bi: usize, h: usize) -> Option
     })
 }
 
-fn forward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T]) -> Vec<T> {
-    let (l, d, dh) = (g.len, g.width(), g.dh);
-    let mut out = vec![T::zero(); g.batch * l * d];
-    out.par_chunks_mut(l * d).enumerate().for_each(|(bi, out)| {
-        let rows = &qkv[bi * l * 3 * d..(bi + 1) * l * 3 * d];
-        let bias = &extra[bi * l..(bi + 1) * l];
-        let mut head = Head::new(g);
-        for h in 0..g.heads {
-            head.load(g, rows, bias, h);
-            let mask = head_mask(g, extra, bi, h);
-            // O_ic = Σ_j P̃_ij V_jc = P̃_i · Vᵀ_c.
-            for i in 0..l {
-                let p = &mut head.p[i * l..(i + 1) * l];
-                if let Some(m) = mask {
-                    scale_by(p, &m[i * l..(i + 1) * l]);
-                }
-                let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
-                for (o, vt) in o.iter_mut().zip(head.vt.chunks_exact(l)) {
-                    *o = dot(p, vt);
-                }
-            }
-        }
-    });
-    out
-}
-
 /// `x ⊙= m`.
 fn scale_by<T: Elem>(x: &mut [T], m: &[T]) {
     for (x, &m) in x.iter_mut().zip(m) {
         *x = *x * m;
     }
+}
+
+fn forward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T]) -> Vec<T> {
+    let (l, d, dh) = (g.len, g.width(), g.dh);
+    let mut out = vec![T::zero(); g.batch * l * d];
+    out.par_chunks_mut(l * d).enumerate().for_each(|(bi, out)| {
+        let item = Item {
+            rows: &qkv[bi * l * 3 * d..(bi + 1) * l * 3 * d],
+            l,
+            d,
+            dh,
+        };
+        let bias = &extra[bi * l..(bi + 1) * l];
+        let mut p = vec![T::zero(); l * l];
+        for h in 0..g.heads {
+            item.probabilities(h, g.scale, bias, &mut p);
+            if let Some(m) = head_mask(g, extra, bi, h) {
+                scale_by(&mut p, m);
+            }
+            // O = P̃V into this head's columns of the output rows.
+            // SAFETY: V addresses `item.rows`; the destination is `out`'s [L, D]
+            // rows, columns h·dh.., which fit.
+            unsafe {
+                matmul(
+                    (l, dh, l),
+                    (out[h * dh..].as_mut_ptr(), d as isize, 1),
+                    false,
+                    (p.as_ptr(), l as isize, 1),
+                    item.part(2, h),
+                    T::one(),
+                );
+            }
+        }
+    });
+    out
 }
 
 fn backward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T], grad: &[T]) -> Vec<T> {
@@ -300,61 +320,91 @@ fn backward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T], grad: &[T]) -> Vec<T>
     dqkv.par_chunks_mut(l * 3 * d)
         .enumerate()
         .for_each(|(bi, dx)| {
-            let rows = &qkv[bi * l * 3 * d..(bi + 1) * l * 3 * d];
+            let item = Item {
+                rows: &qkv[bi * l * 3 * d..(bi + 1) * l * 3 * d],
+                l,
+                d,
+                dh,
+            };
             let bias = &extra[bi * l..(bi + 1) * l];
             let grad = &grad[bi * l * d..(bi + 1) * l * d];
-            let mut head = Head::new(g);
-            let mut ds = vec![T::zero(); l];
-            // Gradients of keys and values, transposed: [dh, L].
-            let (mut dkt, mut dvt) = (vec![T::zero(); dh * l], vec![T::zero(); dh * l]);
+            let (mut p, mut pd, mut ds) = (
+                vec![T::zero(); l * l],
+                vec![T::zero(); l * l],
+                vec![T::zero(); l * l],
+            );
             for h in 0..g.heads {
-                head.load(g, rows, bias, h);
-                let mask = head_mask(g, extra, bi, h).map(|m| m.chunks_exact(l));
-                let mut mask = mask.into_iter().flatten();
-                dkt.fill(T::zero());
-                dvt.fill(T::zero());
-                for i in 0..l {
-                    let p = &head.p[i * l..(i + 1) * l];
-                    let m = mask.next();
-                    let go = &grad[i * d + h * dh..i * d + (h + 1) * dh];
-                    // dVᵀ_c += dO_ic P̃_i (P̃_i built in ds as scratch).
-                    ds.copy_from_slice(p);
-                    if let Some(m) = m {
-                        scale_by(&mut ds, m);
+                item.probabilities(h, g.scale, bias, &mut p);
+                let mask = head_mask(g, extra, bi, h);
+                // P̃ = P ⊙ M.
+                let pt: &[T] = match mask {
+                    Some(m) => {
+                        pd.copy_from_slice(&p);
+                        scale_by(&mut pd, m);
+                        &pd
                     }
-                    for (&o, dvt) in go.iter().zip(dvt.chunks_exact_mut(l)) {
-                        axpy(o, &ds, dvt);
-                    }
-                    // dP_i = (dO_i Vᵀ) ⊙ M_i;  dS_i = s · P_i ⊙ (dP_i − P_i · dP_i).
-                    ds.fill(T::zero());
-                    for (&o, vt) in go.iter().zip(head.vt.chunks_exact(l)) {
-                        axpy(o, vt, &mut ds);
-                    }
-                    if let Some(m) = m {
-                        scale_by(&mut ds, m);
-                    }
-                    let row = dot(p, &ds);
-                    for (s, &p) in ds.iter_mut().zip(p) {
+                    None => &p,
+                };
+                let d_out: Strided<T> = (grad[h * dh..].as_ptr(), d as isize, 1);
+                let base = dx.as_mut_ptr();
+                // SAFETY: part·D + h·dh < 3·D, inside the first row of `dx`.
+                let at = |part: usize| unsafe { base.add(part * d + h * dh) };
+                let rows3 = 3 * d as isize;
+                // SAFETY (all four products): Q, K, V address `item.rows`, dO `grad`'s
+                // [L, D] rows from column h·dh, the destinations `dx`'s [L, 3·D] rows
+                // from columns part·D + h·dh, and the [L, L] buffers are L × L.
+                unsafe {
+                    // dV = P̃ᵀ dO.
+                    matmul(
+                        (l, dh, l),
+                        (at(2), rows3, 1),
+                        false,
+                        (pt.as_ptr(), 1, l as isize),
+                        d_out,
+                        T::one(),
+                    );
+                    // dP = dO Vᵀ.
+                    matmul(
+                        (l, l, dh),
+                        (ds.as_mut_ptr(), l as isize, 1),
+                        false,
+                        d_out,
+                        item.part_t(2, h),
+                        T::one(),
+                    );
+                }
+                // dS = s · P ⊙ (dP ⊙ M − rowsum(P ⊙ dP ⊙ M)).
+                if let Some(m) = mask {
+                    scale_by(&mut ds, m);
+                }
+                for (dsi, pi) in ds.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
+                    let row = pi
+                        .iter()
+                        .zip(dsi.iter())
+                        .fold(T::zero(), |s, (&p, &g)| s + p * g);
+                    for (s, &p) in dsi.iter_mut().zip(pi) {
                         *s = p * (*s - row) * scale;
                     }
-                    // dQ_ic = dS_i · Kᵀ_c;  dKᵀ_c += Q_ic dS_i.
-                    let at = i * 3 * d + h * dh;
-                    for (c, kt) in head.kt.chunks_exact(l).enumerate() {
-                        dx[at + c] = dot(&ds, kt);
-                    }
-                    for (&q, dkt) in head.q[i * dh..(i + 1) * dh]
-                        .iter()
-                        .zip(dkt.chunks_exact_mut(l))
-                    {
-                        axpy(q, &ds, dkt);
-                    }
                 }
-                for j in 0..l {
-                    let at = j * 3 * d + h * dh;
-                    for c in 0..dh {
-                        dx[at + d + c] = dkt[c * l + j];
-                        dx[at + 2 * d + c] = dvt[c * l + j];
-                    }
+                unsafe {
+                    // dQ = dS K.
+                    matmul(
+                        (l, dh, l),
+                        (at(0), rows3, 1),
+                        false,
+                        (ds.as_ptr(), l as isize, 1),
+                        item.part(1, h),
+                        T::one(),
+                    );
+                    // dK = dSᵀ Q.
+                    matmul(
+                        (l, dh, l),
+                        (at(1), rows3, 1),
+                        false,
+                        (ds.as_ptr(), 1, l as isize),
+                        item.part(0, h),
+                        T::one(),
+                    );
                 }
             }
         });

@@ -9,7 +9,9 @@
 //! encoder, and four of those operations run over them. Here the forward pass reads the
 //! packed `[B, L, 3·D]` projections once and writes `[B, L, D]`; the backward pass
 //! recomputes the probabilities (cheaper than keeping them) and writes the gradient of
-//! the projections in the same packed layout. Batches run in parallel.
+//! the projections in the same packed layout. The products of each head are `gemm`
+//! calls (candle's own CPU matrix kernel) on strided views of the packed rows, so no
+//! head is copied out; batch items run in parallel, each product on one thread.
 //!
 //! For one head, with `S = s·QKᵀ + 1·βᵀ` (β the key bias), `P = softmax_rows(S)`,
 //! `P̃ = P ⊙ M` (M the inverted-dropout mask, or ones) and `O = P̃V`:

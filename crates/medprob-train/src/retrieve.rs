@@ -70,7 +70,11 @@ pub struct Retriever {
     device: Device,
     gallery_images: SplitEmbeddings,
     gallery_items: Vec<(String, String, String)>,
-    platt: Platt,
+    /// Platt scaling of the validation split's top-1 outcomes, as a match probability
+    /// (slope floored at 1e-3 like every match probability, so a fit in which distance
+    /// does not predict a match still gives probabilities that fall with distance). The
+    /// indexes [`Retriever::write_indexes`] writes store exactly this.
+    calibration: MatchProbability,
     image_rule: (Selector, Guarantee),
     report_rule: (Selector, Guarantee),
     k: usize,
@@ -134,7 +138,8 @@ impl Retriever {
         )?;
         let (s, y) = top1_outcomes(&i2t);
         let platt = Platt::fit(&s, &y)?;
-        let logit = |x: f64| platt.scale * -x + platt.shift;
+        let calibration = MatchProbability::new(platt.scale, platt.shift)?;
+        let logit = |x: f64| calibration.logit(x);
         let rule =
             |ranks: &[medprob_metrics::ranking::QueryRank]| -> Result<(Selector, Guarantee)> {
                 let conf = confidences(ConfidenceKind::Top1Probability, ranks, logit, None)
@@ -155,7 +160,7 @@ impl Retriever {
             device,
             gallery_images,
             gallery_items,
-            platt,
+            calibration,
             k,
         })
     }
@@ -190,7 +195,7 @@ impl Retriever {
                 Hit {
                     study_id: id.clone(),
                     distance: d as f64,
-                    probability: self.platt.probability(-(d as f64)),
+                    probability: self.calibration.probability(d as f64),
                     item: match query {
                         Query::Image(_) => report.clone(),
                         Query::Report(_) => image.clone(),
@@ -241,7 +246,7 @@ impl Retriever {
             .iter()
             .map(|(id, _, _)| id.as_str())
             .collect();
-        let calibration = MatchProbability::new(self.platt.scale, self.platt.shift)?;
+        let calibration = self.calibration;
         for (name, gallery, rule, kind) in [
             (
                 REPORTS_INDEX,

@@ -94,6 +94,20 @@ pub fn multi_head_attention(
             .contiguous()?
             .apply_op2(&extra.detach().contiguous()?, op);
     }
+    composed(qkv, heads, key_bias, dropout, softmax_last_dim)
+}
+
+/// Attention from candle operations (every device; half precision through `softmax`'s own
+/// `f32` evaluation), with the same arguments as [`multi_head_attention`].
+fn composed(
+    qkv: &Tensor,
+    heads: usize,
+    key_bias: Option<&Tensor>,
+    dropout: Option<&Tensor>,
+    softmax: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (b, l, packed) = qkv.dims3()?;
+    let (d, dh) = (packed / 3, packed / 3 / heads);
     let qkv = qkv
         .reshape((b, l, 3, heads, dh))?
         .permute((2, 0, 3, 1, 4))?;
@@ -102,12 +116,12 @@ pub fn multi_head_attention(
         qkv.get(1)?.contiguous()?,
         qkv.get(2)?.contiguous()?,
     );
-    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    let mut scores = (q.matmul(&k.t()?)? * (dh as f64).powf(-0.5))?;
     if let Some(bias) = key_bias {
         let bias = bias.to_dtype(scores.dtype())?.reshape((b, 1, 1, l))?;
         scores = scores.broadcast_add(&bias)?;
     }
-    let mut probs = softmax_last_dim(&scores)?;
+    let mut probs = softmax(&scores)?;
     if let Some(mask) = dropout {
         probs = (probs * mask.to_dtype(qkv.dtype())?)?;
     }
@@ -518,37 +532,20 @@ mod tests {
             .collect()
     }
 
-    /// The composed path on the same inputs (a non-CPU device would take it).
-    fn composed(
+    /// The composed path on the same inputs (a non-CPU device takes it), with softmax
+    /// written out from elementary operations (on the CPU `softmax_last_dim` is itself a
+    /// fused kernel).
+    fn reference(
         qkv: &Tensor,
         heads: usize,
         bias: Option<&Tensor>,
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let (b, l, packed) = qkv.dims3()?;
-        let (d, dh) = (packed / 3, packed / 3 / heads);
-        let qkv = qkv
-            .reshape((b, l, 3, heads, dh))?
-            .permute((2, 0, 3, 1, 4))?;
-        let (q, k, v) = (
-            qkv.get(0)?.contiguous()?,
-            qkv.get(1)?.contiguous()?,
-            qkv.get(2)?.contiguous()?,
-        );
-        let mut s = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?;
-        if let Some(bias) = bias {
-            s = s.broadcast_add(&bias.reshape((b, 1, 1, l))?)?;
-        }
-        let max = s.max_keepdim(candle_core::D::Minus1)?.detach();
-        let e = s.broadcast_sub(&max)?.exp()?;
-        let mut p = e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1)?)?;
-        if let Some(mask) = mask {
-            p = (p * mask)?;
-        }
-        p.matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, l, d))
+        composed(qkv, heads, bias, mask, |s| {
+            let max = s.max_keepdim(candle_core::D::Minus1)?.detach();
+            let e = s.broadcast_sub(&max)?.exp()?;
+            e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1)?)
+        })
     }
 
     /// Value and gradient of `Σ c ⊙ attention(qkv)` by the fused kernel and the composed
@@ -576,7 +573,7 @@ mod tests {
             let y = if fused {
                 multi_head_attention(x.as_tensor(), heads, bias.as_ref(), mask.as_ref())
             } else {
-                composed(x.as_tensor(), heads, bias.as_ref(), mask.as_ref())
+                reference(x.as_tensor(), heads, bias.as_ref(), mask.as_ref())
             }
             .unwrap();
             let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();

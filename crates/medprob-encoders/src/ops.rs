@@ -48,9 +48,7 @@ impl Linear {
             inner: candle_nn::linear(in_dim, out_dim, vb)?,
         })
     }
-}
 
-impl Linear {
     /// Several linear layers of the same input as one: `x·[W₁; W₂; …]ᵀ + [b₁; b₂; …]`,
     /// their outputs side by side in the last dimension (BERT's query, key and value
     /// projections, packed as [`crate::attention::multi_head_attention`] reads them).

@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use clap::Parser;
+use medprob::core::GaussianTensor;
 use medprob::encoders::{Embedded, MedProbModel};
 use medprob::losses::{targets, MedProbClipLoss, MultiView};
 use medprob::train::optim::{accumulate, clip_global_norm, collect_grads, scale_grads, AdamW};
@@ -148,27 +149,22 @@ impl Trainer<'_> {
             Embedded::Gaussian(g) => Ok(g),
             Embedded::Unit(_) => Err("the MedProbCLIP model gave deterministic embeddings"),
         };
-        let mut images = self
-            .model
-            .encode_image_views(&[&batch.image1, &batch.image2], true)?
-            .into_iter();
-        let mut texts = self
-            .model
-            .encode_text_sections(
-                &[
-                    (&batch.text1.0, &batch.text1.1),
-                    (&batch.text2.0, &batch.text2.1),
-                ],
-                true,
-            )?
-            .into_iter();
-        let next = |it: &mut std::vec::IntoIter<Embedded>| {
-            it.next()
-                .ok_or("an encoder gave too few embeddings")
-                .and_then(gaussian)
+        let two = |e: Vec<Embedded>| -> AnyResult<(GaussianTensor, GaussianTensor)> {
+            let [a, b]: [Embedded; 2] = e
+                .try_into()
+                .map_err(|_| "an encoder gave other than two embeddings")?;
+            Ok((gaussian(a)?, gaussian(b)?))
         };
-        let (i1, i2) = (next(&mut images)?, next(&mut images)?);
-        let (t1, t2) = (next(&mut texts)?, next(&mut texts)?);
+        let (i1, i2) = two(self
+            .model
+            .encode_image_views(&[&batch.image1, &batch.image2], true)?)?;
+        let (t1, t2) = two(self.model.encode_text_sections(
+            &[
+                (&batch.text1.0, &batch.text1.1),
+                (&batch.text2.0, &batch.text2.1),
+            ],
+            true,
+        )?)?;
         let device = batch.image1.device();
         let tg = targets::from_keys(&batch.study_ids, DType::F32, device)?;
         let (scale, shift) = self.model.match_parameters()?;

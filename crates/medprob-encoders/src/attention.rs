@@ -23,11 +23,12 @@
 //! Other devices and half precision take the composed operations, so every device trains
 //! the same model; the tests check the two paths against each other.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fused::{cpu_float, Elem};
+use crate::fused::{
+    cpu_float, dispatch, softmax_in_place, Elem, Input, RowPairKernel, SoftmaxGrad,
+};
 use crate::ops::softmax_last_dim;
 
 /// Multi-head attention over packed projections.
@@ -55,7 +56,6 @@ pub fn multi_head_attention(
     }
     let d = packed / 3;
     let dh = d / heads;
-    let scale = (dh as f64).powf(-0.5);
     if let Some(bias) = key_bias {
         if bias.dims() != [b, l] {
             candle_core::bail!(
@@ -87,7 +87,7 @@ pub fn multi_head_attention(
             len: l,
             heads,
             dh,
-            scale,
+            scale: (dh as f64).powf(-0.5),
             dropout: dropout.is_some(),
         });
         return qkv
@@ -175,7 +175,6 @@ type Strided<T> = (*const T, isize, isize);
 /// # Safety
 /// Every element the shapes and strides address must lie inside its allocation, and `dst`
 /// must not overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
 unsafe fn matmul<T: Elem>(
     (m, n, k): (usize, usize, usize),
     dst: (*mut T, isize, isize),
@@ -252,32 +251,6 @@ impl<T: Elem> Item<'_, T> {
     }
 }
 
-fn softmax_in_place<T: Elem>(x: &mut [T]) {
-    let max = lanes(x, T::neg_infinity(), |a, b| if b > a { b } else { a });
-    // The exponentials in a loop of their own (a running sum would serialise it).
-    for x in x.iter_mut() {
-        *x = (*x - max).fast_exp();
-    }
-    let inv = T::one() / lanes(x, T::zero(), |a, b| a + b);
-    for x in x.iter_mut() {
-        *x = *x * inv;
-    }
-}
-
-/// `x` folded by `f` in eight interleaved lanes, then across them: a reduction the
-/// compiler can vectorise (a single running fold is a serial chain).
-fn lanes<T: Elem>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
-    let mut acc = [init; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder().iter().fold(init, |a, &b| f(a, b));
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] = f(acc[k], c[k]);
-        }
-    }
-    acc.iter().fold(tail, |a, &b| f(a, b))
-}
-
 /// The dropout mask of head `h` of batch item `bi`, if any.
 fn head_mask<'a, T>(g: &Geometry, extra: &'a [T], bi: usize, h: usize) -> Option<&'a [T]> {
     let (b, l) = (g.batch, g.len);
@@ -344,11 +317,7 @@ fn backward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T], grad: &[T]) -> Vec<T>
             };
             let bias = &extra[bi * l..(bi + 1) * l];
             let grad = &grad[bi * l * d..(bi + 1) * l * d];
-            let (mut p, mut pd, mut ds) = (
-                vec![T::zero(); l * l],
-                vec![T::zero(); l * l],
-                vec![T::zero(); l * l],
-            );
+            let [mut p, mut pd, mut dp, mut ds] = std::array::from_fn(|_| vec![T::zero(); l * l]);
             for h in 0..g.heads {
                 item.probabilities(h, g.scale, bias, &mut p);
                 let mask = head_mask(g, extra, bi, h);
@@ -382,25 +351,26 @@ fn backward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T], grad: &[T]) -> Vec<T>
                     // dP = dO Vᵀ.
                     matmul(
                         (l, l, dh),
-                        (ds.as_mut_ptr(), l as isize, 1),
+                        (dp.as_mut_ptr(), l as isize, 1),
                         false,
                         d_out,
                         item.part_t(2, h),
                         T::one(),
                     );
                 }
-                // dS = s · P ⊙ (dP ⊙ M − rowsum(P ⊙ dP ⊙ M)).
+                // dS = s · softmax′(P)(dP ⊙ M), the softmax backward row by row.
                 if let Some(m) = mask {
-                    scale_by(&mut ds, m);
+                    scale_by(&mut dp, m);
                 }
-                for (dsi, pi) in ds.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
-                    let row = pi
-                        .iter()
-                        .zip(dsi.iter())
-                        .fold(T::zero(), |s, (&p, &g)| s + p * g);
-                    for (s, &p) in dsi.iter_mut().zip(pi) {
-                        *s = p * (*s - row) * scale;
-                    }
+                for ((dsi, pi), dpi) in ds
+                    .chunks_exact_mut(l)
+                    .zip(p.chunks_exact(l))
+                    .zip(dp.chunks_exact(l))
+                {
+                    SoftmaxGrad::row(pi, dpi, dsi);
+                }
+                for s in ds.iter_mut() {
+                    *s = *s * scale;
                 }
                 unsafe {
                     // dQ = dS K.
@@ -445,8 +415,8 @@ impl CustomOp2 for FusedAttention {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         fn run<T: Elem>(
             g: &Geometry,
-            (s1, l1): (&CpuStorage, &Layout),
-            (s2, l2): (&CpuStorage, &Layout),
+            (s1, l1): Input,
+            (s2, l2): Input,
         ) -> candle_core::Result<CpuStorage> {
             let what = "medprob-attention";
             let (qkv, extra) = (T::slice(s1, l1, what)?, T::slice(s2, l2, what)?);
@@ -454,11 +424,7 @@ impl CustomOp2 for FusedAttention {
             Ok(T::wrap(forward(g, qkv, extra)))
         }
         let g = &self.0;
-        let out = match s1.dtype() {
-            DType::F32 => run::<f32>(g, (s1, l1), (s2, l2)),
-            DType::F64 => run::<f64>(g, (s1, l1), (s2, l2)),
-            dt => candle_core::bail!("medprob-attention: {dt:?} is not supported"),
-        }?;
+        let out = dispatch!(s1, self.name(), run(g, (s1, l1), (s2, l2)))?;
         Ok((out, Shape::from((g.batch, g.len, g.width()))))
     }
 
@@ -491,12 +457,11 @@ impl CustomOp3 for FusedAttentionGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        type In<'a> = (&'a CpuStorage, &'a Layout);
         fn run<T: Elem>(
             g: &Geometry,
-            (s1, l1): In,
-            (s2, l2): In,
-            (s3, l3): In,
+            (s1, l1): Input,
+            (s2, l2): Input,
+            (s3, l3): Input,
         ) -> candle_core::Result<CpuStorage> {
             let what = "medprob-attention-grad";
             let (qkv, extra, grad) = (
@@ -511,11 +476,7 @@ impl CustomOp3 for FusedAttentionGrad {
             Ok(T::wrap(backward(g, qkv, extra, grad)))
         }
         let g = &self.0;
-        let out = match s1.dtype() {
-            DType::F32 => run::<f32>(g, (s1, l1), (s2, l2), (s3, l3)),
-            DType::F64 => run::<f64>(g, (s1, l1), (s2, l2), (s3, l3)),
-            dt => candle_core::bail!("medprob-attention-grad: {dt:?} is not supported"),
-        }?;
+        let out = dispatch!(s1, self.name(), run(g, (s1, l1), (s2, l2), (s3, l3)))?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -523,7 +484,7 @@ impl CustomOp3 for FusedAttentionGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     /// Deterministic, non-uniform values in about [-2, 2].
     fn values(n: usize, salt: usize) -> Vec<f64> {

@@ -24,7 +24,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 /// One input of a kernel: its storage and layout.
-type Input<'a> = (&'a CpuStorage, &'a Layout);
+pub(crate) type Input<'a> = (&'a CpuStorage, &'a Layout);
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
@@ -151,6 +151,7 @@ macro_rules! dispatch {
         }
     };
 }
+pub(crate) use dispatch;
 
 /// `f(input_row, output_row)` for each row of length `d`, rows in parallel.
 fn map_rows<T: Elem>(x: &[T], d: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Vec<T> {
@@ -219,7 +220,7 @@ fn rows_fwd<K: RowKernel>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(Cp
 }
 
 /// A backward kernel that maps two same-shaped tensors row by row to a third.
-trait RowPairKernel: Send + Sync {
+pub(crate) trait RowPairKernel: Send + Sync {
     const NAME: &'static str;
     fn row<T: Elem>(a: &[T], b: &[T], out: &mut [T]);
 }
@@ -318,17 +319,36 @@ impl RowKernel for SoftmaxLastDim {
     const NAME: &'static str = "medprob-softmax-last-dim";
 
     fn row<T: Elem>(x: &[T], y: &mut [T]) {
-        let max = x.iter().copied().fold(T::neg_infinity(), T::max);
-        let mut sum = T::zero();
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = (x - max).fast_exp();
-            sum = sum + *y;
-        }
-        let inv = T::one() / sum;
-        for y in y.iter_mut() {
-            *y = *y * inv;
+        y.copy_from_slice(x);
+        softmax_in_place(y);
+    }
+}
+
+/// `x ← softmax(x)` (one row; also the attention kernel's).
+pub(crate) fn softmax_in_place<T: Elem>(x: &mut [T]) {
+    let max = lanes(x, T::neg_infinity(), |a, b| if b > a { b } else { a });
+    // The exponentials in a loop of their own (a running sum would serialise it).
+    for x in x.iter_mut() {
+        *x = (*x - max).fast_exp();
+    }
+    let inv = T::one() / lanes(x, T::zero(), |a, b| a + b);
+    for x in x.iter_mut() {
+        *x = *x * inv;
+    }
+}
+
+/// `x` folded by `f` in eight interleaved lanes, then across them: a reduction the
+/// compiler can vectorise (a single running fold is a serial chain).
+fn lanes<T: Elem>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(init, |a, &b| f(a, b));
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = f(acc[k], c[k]);
         }
     }
+    acc.iter().fold(tail, |a, &b| f(a, b))
 }
 
 impl CustomOp1 for SoftmaxLastDim {
@@ -354,7 +374,7 @@ impl CustomOp1 for SoftmaxLastDim {
 }
 
 /// `(y, g) → y ⊙ (g − Σ g ⊙ y)` row by row.
-struct SoftmaxGrad;
+pub(crate) struct SoftmaxGrad;
 
 impl RowPairKernel for SoftmaxGrad {
     const NAME: &'static str = "medprob-softmax-grad";

@@ -219,6 +219,9 @@ fn object(fields: &[(&str, String)]) -> String {
 }
 
 fn main() -> AnyResult<()> {
+    // As the trainer's binaries do (see medprob::train::allocator); bench_train.sh gives
+    // PyTorch the same glibc settings through the environment.
+    medprob::train::allocator::keep_freed_memory();
     let args = Args::parse();
     if args.batch < 2 || args.steps == 0 || args.tokens == 0 || args.vocab <= 5 {
         return Err("need --batch ≥ 2, --steps ≥ 1, --tokens ≥ 1 and --vocab > 5".into());

@@ -47,6 +47,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Reuse freed tensor memory between steps (see medprob::train::allocator).
+    medprob::train::allocator::keep_freed_memory();
     let args = Args::parse();
     let started = Instant::now();
     let data = args.out.join("synthcxr");

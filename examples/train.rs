@@ -122,6 +122,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() {
+    // Reuse freed tensor memory between steps (see medprob::train::allocator).
+    medprob::train::allocator::keep_freed_memory();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

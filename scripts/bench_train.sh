@@ -26,6 +26,9 @@ if ! "$py" -c 'import torch' 2>/dev/null; then
 fi
 cargo build --release --example bench_train >&2
 
+# Both run with the same glibc allocator settings: medprob's binaries set them with mallopt
+# (medprob::train::allocator::keep_freed_memory), PyTorch reads them from these variables.
+export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
 # Every thread pool the two use, pinned to the same count.
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 common=(--threads "$threads" --steps "$steps" --warmup "$warmup" --breakdown "$@")

@@ -27,7 +27,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{
-    cpu_float, dispatch, softmax_in_place, Elem, Input, RowPairKernel, SoftmaxGrad,
+    cpu_float, dispatch, matmul, softmax_in_place, Elem, Input, RowPairKernel, SoftmaxGrad, Strided,
 };
 use crate::ops::softmax_last_dim;
 
@@ -163,47 +163,6 @@ impl Geometry {
         }
         Ok(())
     }
-}
-
-/// A strided matrix: pointer to element (0, 0), row stride, column stride (in elements).
-type Strided<T> = (*const T, isize, isize);
-
-/// `dst = beta·lhs·rhs` (`+ dst` when `accumulate`) for `m × k` by `k × n` strided
-/// matrices, on this thread: the `gemm` crate, candle's own CPU matrix kernel, which picks
-/// the widest vector instructions the CPU has at run time.
-///
-/// # Safety
-/// Every element the shapes and strides address must lie inside its allocation, and `dst`
-/// must not overlap `lhs` or `rhs`.
-unsafe fn matmul<T: Elem>(
-    (m, n, k): (usize, usize, usize),
-    dst: (*mut T, isize, isize),
-    accumulate: bool,
-    lhs: Strided<T>,
-    rhs: Strided<T>,
-    beta: T,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        dst.2,
-        dst.1,
-        accumulate,
-        lhs.0,
-        lhs.2,
-        lhs.1,
-        rhs.0,
-        rhs.2,
-        rhs.1,
-        T::one(),
-        beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
 }
 
 /// One batch item's packed rows `[L, 3·D]` and the strided views of one head in them.

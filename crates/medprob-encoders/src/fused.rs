@@ -10,7 +10,7 @@
 //!
 //! * GELU: `y = ½x(1 + erf(x/√2))`, `dy/dx = Φ(x) + x·φ(x)`.
 //! * Softmax: `y = e^{x − max} / Σ e^{x − max}`, `dx = y ⊙ (g − Σ g ⊙ y)`.
-//! * Bias: `y = x + b`, `db = Σ_rows g` in one pass.
+//! * Linear: `y = x·wᵀ + b`, `dx = g·w`, `dw = gᵀ·x`, `db = Σ_rows g`, one graph node.
 //! * Layer norm: `x̂ = (x − μ)/√(σ² + ε)`, `y = x̂ ⊙ w + b`;
 //!   `dx = (1/√(σ²+ε)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ w`,
 //!   `dw = Σ_rows g ⊙ x̂`, `db = Σ_rows g`.
@@ -387,14 +387,95 @@ impl RowPairKernel for SoftmaxGrad {
     }
 }
 
-// ---------------------------------------------------------------- bias
+// ---------------------------------------------------------------- matrix products
 
-/// `(x [.., D], b [D]) → x + b` (a linear layer's bias).
-pub(crate) struct BiasAdd;
+/// A strided matrix: pointer to element (0, 0), row stride, column stride (in elements).
+pub(crate) type Strided<T> = (*const T, isize, isize);
 
-impl CustomOp2 for BiasAdd {
+/// `dst = beta·lhs·rhs` (`+ dst` when `accumulate`) for `m × k` by `k × n` strided
+/// matrices, on this thread: the `gemm` crate, candle's own CPU matrix kernel, which picks
+/// the widest vector instructions the CPU has at run time.
+///
+/// # Safety
+/// Every element the shapes and strides address must lie inside its allocation, and `dst`
+/// must not overlap `lhs` or `rhs`.
+pub(crate) unsafe fn matmul<T: Elem>(
+    mnk: (usize, usize, usize),
+    dst: (*mut T, isize, isize),
+    accumulate: bool,
+    lhs: Strided<T>,
+    rhs: Strided<T>,
+    beta: T,
+) {
+    matmul_on(
+        mnk,
+        dst,
+        accumulate,
+        lhs,
+        rhs,
+        beta,
+        gemm::Parallelism::None,
+    )
+}
+
+/// [`matmul`] on `parallelism`'s threads.
+///
+/// # Safety
+/// As [`matmul`].
+unsafe fn matmul_on<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut T, isize, isize),
+    accumulate: bool,
+    lhs: Strided<T>,
+    rhs: Strided<T>,
+    beta: T,
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2,
+        dst.1,
+        accumulate,
+        lhs.0,
+        lhs.2,
+        lhs.1,
+        rhs.0,
+        rhs.2,
+        rhs.1,
+        T::one(),
+        beta,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
+// ---------------------------------------------------------------- linear
+
+/// A linear layer, `(x [.., K], w [N, K], b [N]) → x·wᵀ + b`, `[.., N]`, as one node of the
+/// graph. Composed, it is a reshape, a transpose, a product, a bias add and a reshape back,
+/// and in the backward pass each of those allocates its gradient and adds it into a fresh
+/// zero tensor (candle's gradient store); here the backward pass is the two products and
+/// the column sum it needs, written straight into the three gradients.
+pub(crate) struct LinearOp;
+
+/// The rows of `x [.., K]` and the output shape `[.., N]`.
+fn linear_shape(x: &Layout, n: usize) -> (usize, Shape) {
+    let mut dims = x.dims().to_vec();
+    let rows = dims[..dims.len().saturating_sub(1)].iter().product();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    (rows, Shape::from(dims))
+}
+
+impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
-        "medprob-bias-add"
+        "medprob-linear"
     }
 
     fn cpu_fwd(
@@ -403,38 +484,81 @@ impl CustomOp2 for BiasAdd {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Elem>((s1, l1): Input, (s2, l2): Input) -> candle_core::Result<CpuStorage> {
-            let name = "medprob-bias-add";
-            let (x, b) = (T::slice(s1, l1, name)?, T::slice(s2, l2, name)?);
-            let d = last_dim(l1);
-            if b.len() != d {
-                candle_core::bail!("{name}: bias has {} values for rows of {d}", b.len());
+        fn run<T: Elem>(
+            (s1, l1): Input,
+            (s2, l2): Input,
+            (s3, l3): Input,
+        ) -> candle_core::Result<CpuStorage> {
+            let name = "medprob-linear";
+            let (x, w, b) = (
+                T::slice(s1, l1, name)?,
+                T::slice(s2, l2, name)?,
+                T::slice(s3, l3, name)?,
+            );
+            let (k, n) = (last_dim(l1), b.len());
+            if l1.dims().is_empty() || l2.dims() != [n, k] {
+                candle_core::bail!(
+                    "{name}: weight {:?} does not fit input {:?} and bias of {n}",
+                    l2.dims(),
+                    l1.dims()
+                );
             }
-            Ok(T::wrap(map_rows(x, d, |x, y| {
-                for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                    *y = x + b;
+            let (m, _) = linear_shape(l1, n);
+            let mut y = Vec::with_capacity(m * n);
+            for _ in 0..m {
+                y.extend_from_slice(b);
+            }
+            if m * n * k > 0 {
+                let threads = rayon::current_num_threads();
+                let parallelism = if threads > 1 && m * n * k >= PARALLEL_PRODUCT {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                };
+                // SAFETY: x is [m, k] and w [n, k] row-major (read as wᵀ, [k, n]), y is
+                // [m, n] and a fresh allocation.
+                unsafe {
+                    matmul_on(
+                        (m, n, k),
+                        (y.as_mut_ptr(), n as isize, 1),
+                        true,
+                        (x.as_ptr(), k as isize, 1),
+                        (w.as_ptr(), 1, k as isize),
+                        T::one(),
+                        parallelism,
+                    )
                 }
-            })))
+            }
+            Ok(T::wrap(y))
         }
-        let out = dispatch!(s1, self.name(), run((s1, l1), (s2, l2)))?;
-        Ok((out, l1.shape().clone()))
+        let out = dispatch!(s1, self.name(), run((s1, l1), (s2, l2), (s3, l3)))?;
+        Ok((out, linear_shape(l1, l3.shape().elem_count()).1))
     }
 
-    /// `(g, Σ_rows g)`: the bias gradient in one pass instead of candle's strided
-    /// reduction over the broadcast dimensions.
+    /// `dx = g·w`, `dw = gᵀ·x`, `db = Σ_rows g`, with `g` and `x` as `[rows, ·]` matrices.
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
         b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.contiguous()?;
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = w.dims2()?;
+        let g = grad.contiguous()?.reshape(((), n))?;
+        let x2 = x.reshape(((), k))?;
+        let dx = g.matmul(&w.detach())?.reshape(x.shape())?;
+        let dw = g.t()?.matmul(&x2.detach())?;
         let db = g.apply_op1_no_bwd(&ColumnSums)?.reshape(b.shape())?;
-        Ok((Some(g), Some(db)))
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
+
+/// Multiply-adds above which a linear layer's product is split across the rayon pool.
+const PARALLEL_PRODUCT: usize = 1 << 16;
 
 /// `[.., D] → [D]`, the sum over all rows.
 struct ColumnSums;
@@ -800,23 +924,36 @@ mod tests {
     }
 
     #[test]
-    fn bias_add_matches_broadcast_add_for_input_and_bias() {
+    fn linear_matches_the_composed_layer_for_input_weight_and_bias() {
         let dev = Device::Cpu;
+        let (k, n) = (5, 7);
+        let w = Var::from_vec(
+            (0..n * k)
+                .map(|i| (i as f64 * 0.47).sin())
+                .collect::<Vec<_>>(),
+            (n, k),
+            &dev,
+        )
+        .unwrap();
         let b = Var::from_vec(
-            (0..7).map(|i| i as f64 * 0.3 - 1.0).collect::<Vec<_>>(),
-            7,
+            (0..n).map(|i| i as f64 * 0.3 - 1.0).collect::<Vec<_>>(),
+            n,
             &dev,
         )
         .unwrap();
         let x = Var::from_vec(
-            (0..42).map(|i| (i as f64 * 0.9).cos()).collect::<Vec<_>>(),
-            (2, 3, 7),
+            (0..6 * k)
+                .map(|i| (i as f64 * 0.9).cos())
+                .collect::<Vec<_>>(),
+            (2, 3, k),
             &dev,
         )
         .unwrap();
         let c = Tensor::from_vec(
-            (0..42).map(|i| (i as f64 * 0.13).sin()).collect::<Vec<_>>(),
-            (2, 3, 7),
+            (0..6 * n)
+                .map(|i| (i as f64 * 0.13).sin())
+                .collect::<Vec<_>>(),
+            (2, 3, n),
             &dev,
         )
         .unwrap();
@@ -824,23 +961,72 @@ mod tests {
             let y = f();
             let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            (
+            [
                 flat(&y),
                 flat(g.get(x.as_tensor()).unwrap()),
+                flat(g.get(w.as_tensor()).unwrap()),
                 flat(g.get(b.as_tensor()).unwrap()),
-            )
+            ]
         };
-        let fused = run(&|| x.as_tensor().apply_op2(b.as_tensor(), BiasAdd).unwrap());
-        let composed = run(&|| x.as_tensor().broadcast_add(b.as_tensor()).unwrap());
-        for (p, q) in [
-            (&fused.0, &composed.0),
-            (&fused.1, &composed.1),
-            (&fused.2, &composed.2),
-        ] {
+        let (x_, w_, b_) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+        let fused = run(&|| x_.apply_op3(w_, b_, LinearOp).unwrap());
+        let composed = run(&|| {
+            x_.broadcast_matmul(&w_.t().unwrap())
+                .unwrap()
+                .broadcast_add(b_)
+                .unwrap()
+        });
+        assert_eq!(fused[0].len(), 6 * n, "output is [2, 3, n]");
+        for (p, q) in fused.iter().zip(&composed) {
+            assert_eq!(p.len(), q.len());
             for (u, v) in p.iter().zip(q) {
                 assert!((u - v).abs() < 1e-12, "{u} vs {v}");
             }
+            assert!(p.iter().any(|v| v.abs() > 0.1), "not trivially zero");
         }
-        assert!(fused.2.iter().any(|v| v.abs() > 0.1));
+        // A weight of the wrong width is refused, naming both shapes.
+        let bad = Tensor::zeros((n, k + 1), DType::F64, &dev).unwrap();
+        let err = x_.apply_op3(&bad, b_, LinearOp).unwrap_err().to_string();
+        assert!(err.contains("[7, 6]") && err.contains("[2, 3, 5]"), "{err}");
+    }
+
+    #[test]
+    fn linear_splits_large_products_across_threads_with_the_same_result() {
+        // 64·128·96 multiply-adds: above PARALLEL_PRODUCT, so gemm runs on the rayon pool.
+        let dev = Device::Cpu;
+        let (m, k, n) = (64, 96, 128);
+        assert!(m * n * k >= PARALLEL_PRODUCT);
+        let x = Tensor::from_vec(
+            (0..m * k)
+                .map(|i| (i as f32 * 0.01).sin())
+                .collect::<Vec<_>>(),
+            (m, k),
+            &dev,
+        )
+        .unwrap();
+        let w = Tensor::from_vec(
+            (0..n * k)
+                .map(|i| (i as f32 * 0.02).cos())
+                .collect::<Vec<_>>(),
+            (n, k),
+            &dev,
+        )
+        .unwrap();
+        let b = Tensor::ones(n, DType::F32, &dev).unwrap();
+        let fused = x.apply_op3(&w, &b, LinearOp).unwrap();
+        let composed = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        let diff = (fused - composed)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "max difference {diff}");
     }
 }

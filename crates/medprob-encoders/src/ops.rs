@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::fused::{cpu_float, BiasAdd, GeluErf, LayerNormOp, SoftmaxLastDim};
+use crate::fused::{cpu_float, GeluErf, LayerNormOp, LinearOp, SoftmaxLastDim};
 use rand::{RngCore, SeedableRng};
 
 /// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)` (max detached),
@@ -32,9 +32,10 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     })
 }
 
-/// A linear layer `x·Wᵀ + b` with candle's parameters, names and initialisation, whose bias
-/// is added by a fused kernel on the CPU (its backward is one pass over the rows; candle's
-/// broadcast add reduces over the broadcast dimensions with a strided sum).
+/// A linear layer `x·Wᵀ + b` with candle's parameters, names and initialisation; on the CPU
+/// one fused operation (see [`crate::fused`]) with its own backward pass, which computes
+/// the three gradients directly instead of through candle's reshape, transpose and
+/// broadcast operations.
 #[derive(Debug, Clone)]
 pub struct Linear {
     inner: candle_nn::Linear,
@@ -61,27 +62,26 @@ impl Linear {
             None if layers.iter().all(|l| l.inner.bias().is_none()) => None,
             None => candle_core::bail!("Linear::stacked: some layers have a bias and some not"),
         };
-        Ok(Self {
-            inner: candle_nn::Linear::new(Tensor::cat(&weights, 0)?, bias),
-        })
+        Ok(Self::from_parts(Tensor::cat(&weights, 0)?, bias))
+    }
+
+    /// The layer of weight `[out, in]` and optional bias `[out]` (tensors already held
+    /// elsewhere, such as a ViT's patch-embedding convolution seen as a product).
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            inner: candle_nn::Linear::new(weight, bias),
+        }
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.inner.bias() {
-            Some(b) if cpu_float(x) && b.dtype() == x.dtype() => {
-                let w = self.inner.weight();
-                let dims = x.dims().to_vec();
-                let k = *dims.last().unwrap_or(&0);
-                let rows = x.elem_count() / k.max(1);
-                let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
-                let mut out = dims;
-                if let Some(last) = out.last_mut() {
-                    *last = w.dim(0)?;
-                }
-                y.apply_op2(b, BiasAdd)?.reshape(out)
-            }
+            Some(b) if cpu_float(x) && b.dtype() == x.dtype() => x.contiguous()?.apply_op3(
+                &self.inner.weight().contiguous()?,
+                &b.contiguous()?,
+                LinearOp,
+            ),
             _ => self.inner.forward(x),
         }
     }

@@ -208,9 +208,7 @@ impl VisionTransformer {
             .contiguous()?
             .reshape((b, g * g, ch * p * p))?;
         let w = self.patch_weight.reshape((d, ch * p * p))?;
-        let tokens = patches
-            .broadcast_matmul(&w.t()?)?
-            .broadcast_add(&self.patch_bias)?;
+        let tokens = Linear::from_parts(w, Some(self.patch_bias.clone())).forward(&patches)?;
         let cls = self.cls_token.broadcast_as((b, 1, d))?;
         let mut x = Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.pos_embed)?;
         let heads = c.heads;

@@ -7,6 +7,7 @@
 //! best-by-RSUM selection, crash-safe resumable checkpoints and a JSONL log;
 //! [`evaluation::evaluate`] embeds the test split and fills the full reliability report.
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod config;
 pub mod encode;

@@ -45,7 +45,7 @@ use rand_distr::StandardNormal;
 #[path = "common/proc_status.rs"]
 mod proc_status;
 
-type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 #[derive(Parser)]
 #[command(about = "Time MedProbCLIP training steps on the CPU or a GPU (one JSON line on stdout)")]
@@ -232,7 +232,11 @@ fn main() -> AnyResult<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build_global()?;
+    // On a thread of the pool, as `medprob_train::train` runs.
+    rayon::scope(|_| run(&args))
+}
 
+fn run(args: &Args) -> AnyResult<()> {
     let config = TrainConfig::default();
     let (device, device_label) = match args.device.as_str() {
         "cpu" => (Device::Cpu, "cpu".to_string()),
@@ -252,7 +256,7 @@ fn main() -> AnyResult<()> {
     let image_size = config.data.image_size as usize;
     let model = build_model(&config, args.vocab, &device)?;
     let vars = model.trainable_vars();
-    let batch = Batch::synthetic(&args, image_size, &device)?;
+    let batch = Batch::synthetic(args, image_size, &device)?;
     let mut trainer = Trainer {
         config: &config,
         model: &model,

@@ -119,9 +119,17 @@ impl OptimConfig {
 struct Slot {
     name: String,
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    /// First and second moments, `[2, n]` in `f32` (`n` = the parameter's element count),
+    /// side by side so that the fused CPU update reads them as one input.
+    mv: Tensor,
     decay: bool,
+}
+
+impl Slot {
+    /// First (`0`) or second (`1`) moment in the parameter's shape.
+    fn moment(&self, which: usize) -> Result<Tensor> {
+        Ok(self.mv.get(which)?.reshape(self.var.shape())?)
+    }
 }
 
 /// AdamW (Loshchilov & Hutter 2019) over named variables.
@@ -138,12 +146,10 @@ impl AdamW {
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
-                let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
                 Ok(Slot {
                     decay: var.rank() >= 2,
                     name,
-                    m: zeros.clone(),
-                    v: zeros,
+                    mv: Tensor::zeros((2, var.elem_count()), DType::F32, var.device())?,
                     var,
                 })
             })
@@ -180,20 +186,31 @@ impl AdamW {
             let Some(g) = grads.get(&slot.name) else {
                 continue;
             };
-            let g = g.to_dtype(DType::F32)?;
-            slot.m = ((&slot.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            slot.v = ((&slot.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let m_hat = (&slot.m / bc1)?;
-            let v_hat = (&slot.v / bc2)?;
-            let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
-            let theta = slot.var.as_tensor().to_dtype(DType::F32)?;
-            let theta = if slot.decay && c.weight_decay > 0.0 {
-                (&theta * (1.0 - lr * c.weight_decay))?
-            } else {
-                theta
+            let rule = Rule {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                bc1,
+                bc2,
+                decay: if slot.decay { c.weight_decay } else { 0.0 },
             };
-            let next = (theta - (update * lr)?)?;
-            slot.var.set(&next.to_dtype(slot.var.dtype())?)?;
+            let theta = slot.var.as_tensor();
+            let g = g.to_dtype(DType::F32)?;
+            let (next, mv) = if theta.device().is_cpu() && theta.dtype() == DType::F32 {
+                // [θ', m', v'] in one pass.
+                let out = theta.flatten_all()?.contiguous()?.apply_op3_no_bwd(
+                    &g.flatten_all()?.contiguous()?,
+                    &slot.mv,
+                    &rule,
+                )?;
+                (out.get(0)?, out.narrow(0, 1, 2)?)
+            } else {
+                rule.composed(&theta.flatten_all()?, &g.flatten_all()?, &slot.mv)?
+            };
+            slot.mv = mv;
+            slot.var
+                .set(&next.reshape(theta.shape())?.to_dtype(theta.dtype())?)?;
         }
         Ok(())
     }
@@ -202,8 +219,8 @@ impl AdamW {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for s in &self.slots {
-            tensors.insert(format!("m.{}", s.name), s.m.clone());
-            tensors.insert(format!("v.{}", s.name), s.v.clone());
+            tensors.insert(format!("m.{}", s.name), s.moment(0)?);
+            tensors.insert(format!("v.{}", s.name), s.moment(1)?);
         }
         tensors.insert(
             "step".into(),
@@ -221,7 +238,8 @@ impl AdamW {
         let map = candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| bad(format!("cannot read optimiser state: {e}")))?;
         for s in &mut self.slots {
-            for (which, dst) in [("m", &mut s.m), ("v", &mut s.v)] {
+            let mut moments = Vec::with_capacity(2);
+            for which in ["m", "v"] {
                 let t = map
                     .get(&format!("{which}.{}", s.name))
                     .ok_or_else(|| bad(format!("no {which} moment for {}", s.name)))?;
@@ -232,14 +250,113 @@ impl AdamW {
                         t.dims()
                     )));
                 }
-                *dst = t.to_device(s.var.device())?;
+                moments.push(t.to_dtype(DType::F32)?.flatten_all()?);
             }
+            s.mv = Tensor::stack(&moments, 0)?.to_device(s.var.device())?;
         }
         self.step = map
             .get("step")
             .ok_or_else(|| bad("no step count".into()))?
             .to_vec1::<u32>()?[0] as usize;
         Ok(())
+    }
+}
+
+/// One AdamW update of a flattened parameter `θ` from its gradient `g` and moments
+/// (`[2, n]`): `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `θ ← θ(1 − lr·decay) − lr·(m/bc₁)/(√(v/bc₂) + ε)`.
+///
+/// On the CPU in `f32` this is one pass over the parameter (a custom operation writing
+/// `[θ', m', v']`); elsewhere it is composed from candle operations, about fourteen per
+/// parameter, each allocating a tensor.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// Bias corrections `1 − β₁ᵗ`, `1 − β₂ᵗ`.
+    bc1: f64,
+    bc2: f64,
+    /// Weight decay of this parameter (0 for vectors).
+    decay: f64,
+}
+
+impl Rule {
+    /// `(θ', [m', v'])` from candle operations (any device and dtype).
+    fn composed(&self, theta: &Tensor, g: &Tensor, mv: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (m, v) = (mv.get(0)?, mv.get(1)?);
+        let m = ((m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+        let v = ((v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+        let update = ((&m / self.bc1)? / ((&v / self.bc2)?.sqrt()? + self.eps)?)?;
+        let mut theta = theta.to_dtype(DType::F32)?;
+        if self.decay > 0.0 {
+            theta = (theta * (1.0 - self.lr * self.decay))?;
+        }
+        let next = (theta - (update * self.lr)?)?;
+        Ok((next, Tensor::stack(&[m, v], 0)?))
+    }
+}
+
+impl candle_core::CustomOp3 for Rule {
+    fn name(&self) -> &'static str {
+        "medprob-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        use rayon::prelude::*;
+        fn slice<'a>(s: &'a CpuStorage, l: &candle_core::Layout) -> candle_core::Result<&'a [f32]> {
+            match (s, l.contiguous_offsets()) {
+                (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+                _ => candle_core::bail!("medprob-adamw: inputs must be contiguous f32"),
+            }
+        }
+        let (theta, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let n = theta.len();
+        let mv = match (s3, l3.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) if b - a == 2 * n && g.len() == n => &v[a..b],
+            _ => candle_core::bail!(
+                "medprob-adamw: parameter of {n}, gradient of {} and moments {:?} do not fit",
+                g.len(),
+                l3.dims()
+            ),
+        };
+        let f = |x: f64| x as f32;
+        let (b1, b2, eps, lr) = (f(self.beta1), f(self.beta2), f(self.eps), f(self.lr));
+        let (c1, c2) = (f(1.0 - self.beta1), f(1.0 - self.beta2));
+        let (inv_bc1, inv_bc2) = (f(1.0 / self.bc1), f(1.0 / self.bc2));
+        let shrink = f(1.0 - self.lr * self.decay);
+        let mut out = vec![0.0f32; 3 * n];
+        out[..n].copy_from_slice(theta);
+        let (th, moments) = out.split_at_mut(n);
+        let (m_out, v_out) = moments.split_at_mut(n);
+        const CHUNK: usize = 1 << 14;
+        th.par_chunks_mut(CHUNK)
+            .zip(m_out.par_chunks_mut(CHUNK))
+            .zip(v_out.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, ((th, mo), vo))| {
+                let at = c * CHUNK;
+                let (g, m, v) = (&g[at..], &mv[at..n], &mv[n + at..]);
+                for i in 0..th.len() {
+                    let m = m[i] * b1 + g[i] * c1;
+                    let v = v[i] * b2 + g[i] * g[i] * c2;
+                    let update = (m * inv_bc1) / ((v * inv_bc2).sqrt() + eps);
+                    th[i] = th[i] * shrink - update * lr;
+                    mo[i] = m;
+                    vo[i] = v;
+                }
+            });
+        Ok((CpuStorage::F32(out), candle_core::Shape::from((3, n))))
     }
 }
 
@@ -272,6 +389,9 @@ pub fn accumulate(
 
 /// Multiply every gradient by `factor`.
 pub fn scale_grads(grads: &mut BTreeMap<String, Tensor>, factor: f64) -> Result<()> {
+    if factor == 1.0 {
+        return Ok(());
+    }
     for g in grads.values_mut() {
         *g = (&*g * factor)?;
     }
@@ -305,6 +425,79 @@ pub fn clip_global_norm(grads: &mut BTreeMap<String, Tensor>, max_norm: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fused_cpu_update_matches_the_composed_rule_over_several_steps() {
+        // 40,000 values: more than one parallel chunk.
+        let n = 40_000;
+        let theta: Vec<f32> = (0..n).map(|i| (i as f32 * 0.013).sin()).collect();
+        let theta = Tensor::from_vec(theta, n, &Device::Cpu).unwrap();
+        let mut mv = Tensor::zeros((2, n), DType::F32, &Device::Cpu).unwrap();
+        let (mut fused, mut composed) = (theta.clone(), theta);
+        let mut mv_fused = mv.clone();
+        for t in 1..=3 {
+            let g: Vec<f32> = (0..n)
+                .map(|i| ((i * 7 + t * 131) as f32 * 0.0007).cos() * 0.3)
+                .collect();
+            let g = Tensor::from_vec(g, n, &Device::Cpu).unwrap();
+            let rule = Rule {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                bc1: 1.0 - 0.9f64.powi(t as i32),
+                bc2: 1.0 - 0.999f64.powi(t as i32),
+                decay: if t == 2 { 0.0 } else { 0.1 },
+            };
+            let out = fused.apply_op3_no_bwd(&g, &mv_fused, &rule).unwrap();
+            assert_eq!(out.dims(), [3, n]);
+            fused = out.get(0).unwrap();
+            mv_fused = out.narrow(0, 1, 2).unwrap();
+            let (next, next_mv) = rule.composed(&composed, &g, &mv).unwrap();
+            composed = next;
+            mv = next_mv;
+        }
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(&fused, &composed) < 1e-6, "θ differs");
+        assert!(diff(&mv_fused, &mv) < 1e-6, "moments differ");
+        // Three steps of about lr each moved the parameters.
+        let moved = diff(
+            &fused,
+            &Tensor::from_vec(
+                (0..n).map(|i| (i as f32 * 0.013).sin()).collect::<Vec<_>>(),
+                n,
+                &Device::Cpu,
+            )
+            .unwrap(),
+        );
+        assert!(moved > 0.02, "moved {moved}");
+        // Moments of the wrong size are refused.
+        let bad = Tensor::zeros((2, n - 1), DType::F32, &Device::Cpu).unwrap();
+        let g = Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap();
+        let rule = Rule {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            bc1: 0.1,
+            bc2: 0.01,
+            decay: 0.0,
+        };
+        let err = fused
+            .apply_op3_no_bwd(&g, &bad, &rule)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("do not fit"), "{err}");
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_by_cosine() {
@@ -401,8 +594,8 @@ mod tests {
         other.load(&path).unwrap();
         assert_eq!(other.steps(), 1);
         assert_eq!(
-            other.slots[0].v.to_vec2::<f32>().unwrap(),
-            opt.slots[0].v.to_vec2::<f32>().unwrap()
+            other.slots[0].moment(1).unwrap().to_vec2::<f32>().unwrap(),
+            opt.slots[0].moment(1).unwrap().to_vec2::<f32>().unwrap()
         );
         let e = OptimConfig {
             lr: -1.0,

@@ -68,7 +68,18 @@ pub struct Verbosity {
 }
 
 /// Train `config.method` from scratch, or continue the run in `config.out` when `resume`.
+///
+/// The run executes on a thread of rayon's global pool (the caller waits): the CPU kernels
+/// split their work with rayon, and a call from inside the pool hands work to the other
+/// threads directly, where a call from outside it would queue the whole job and put the
+/// calling thread to sleep until it is done, hundreds of times per step (about 7 % of a
+/// two-thread step of the quickstart model, `examples/bench_train.rs`).
 pub fn train(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome> {
+    rayon::scope(|_| train_here(config, resume, verbosity))
+}
+
+/// [`train`] on the calling thread.
+fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome> {
     let started = Instant::now();
     config.validate()?;
     let device = config.device.device()?;

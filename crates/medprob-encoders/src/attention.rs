@@ -27,7 +27,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{
-    cpu_float, dispatch, matmul, softmax_in_place, Elem, Input, RowPairKernel, SoftmaxGrad, Strided,
+    cpu_float, dispatch, matmul, softmax_in_place, wide, Elem, Input, RowPairKernel, SoftmaxGrad,
+    Strided, Wide,
 };
 use crate::ops::softmax_last_dim;
 
@@ -204,8 +205,51 @@ impl<T: Elem> Item<'_, T> {
                 T::cst(scale),
             );
         }
-        for row in p.chunks_exact_mut(l) {
+        wide(SoftmaxRows { p, l });
+    }
+}
+
+/// Softmax of each row of length `l` of `p`, in place.
+struct SoftmaxRows<'a, T> {
+    p: &'a mut [T],
+    l: usize,
+}
+
+impl<T: Elem> Wide for SoftmaxRows<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        for row in self.p.chunks_exact_mut(self.l) {
             softmax_in_place(row);
+        }
+    }
+}
+
+/// `dS = s · softmax′(P)(dP ⊙ M)` row by row (`dP` is scaled by the mask in place).
+struct ScoreGrads<'a, T> {
+    p: &'a [T],
+    dp: &'a mut [T],
+    ds: &'a mut [T],
+    mask: Option<&'a [T]>,
+    l: usize,
+    scale: T,
+}
+
+impl<T: Elem> Wide for ScoreGrads<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        if let Some(m) = self.mask {
+            scale_by(self.dp, m);
+        }
+        for ((dsi, pi), dpi) in self
+            .ds
+            .chunks_exact_mut(self.l)
+            .zip(self.p.chunks_exact(self.l))
+            .zip(self.dp.chunks_exact(self.l))
+        {
+            SoftmaxGrad::row(pi, dpi, dsi);
+        }
+        for s in self.ds.iter_mut() {
+            *s = *s * self.scale;
         }
     }
 }
@@ -220,6 +264,7 @@ fn head_mask<'a, T>(g: &Geometry, extra: &'a [T], bi: usize, h: usize) -> Option
 }
 
 /// `x ⊙= m`.
+#[inline(always)]
 fn scale_by<T: Elem>(x: &mut [T], m: &[T]) {
     for (x, &m) in x.iter_mut().zip(m) {
         *x = *x * m;
@@ -318,19 +363,14 @@ fn backward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T], grad: &[T]) -> Vec<T>
                     );
                 }
                 // dS = s · softmax′(P)(dP ⊙ M), the softmax backward row by row.
-                if let Some(m) = mask {
-                    scale_by(&mut dp, m);
-                }
-                for ((dsi, pi), dpi) in ds
-                    .chunks_exact_mut(l)
-                    .zip(p.chunks_exact(l))
-                    .zip(dp.chunks_exact(l))
-                {
-                    SoftmaxGrad::row(pi, dpi, dsi);
-                }
-                for s in ds.iter_mut() {
-                    *s = *s * scale;
-                }
+                wide(ScoreGrads {
+                    p: &p,
+                    dp: &mut dp,
+                    ds: &mut ds,
+                    mask,
+                    l,
+                    scale,
+                });
                 unsafe {
                     // dQ = dS K.
                     matmul(

@@ -49,6 +49,7 @@ impl Elem for f32 {
     /// Abramowitz & Stegun 7.1.26: absolute error ≤ 1.5e-7 in exact arithmetic, 4.7e-7
     /// evaluated in `f32` (a few ulps; GELU's output is `f32` anyway), and branch-free, so
     /// the loops around it vectorise (libm's `erff` does not).
+    #[inline(always)]
     fn erf(self) -> Self {
         const P: f32 = 0.327_591_1;
         const A: [f32; 5] = [
@@ -66,7 +67,7 @@ impl Elem for f32 {
     /// Cephes' `expf`: `eˣ = 2ⁿ·eʳ` with `n = round(x·log₂e)`, `|r| ≤ ln2/2` from a
     /// two-part `ln 2` (exact product), `eʳ` by its degree-7 minimax polynomial, `2ⁿ` by
     /// building the exponent bits.
-    #[inline]
+    #[inline(always)]
     fn fast_exp(self) -> Self {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
@@ -114,9 +115,11 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
+    #[inline(always)]
     fn erf(self) -> Self {
         libm::erf(self)
     }
+    #[inline(always)]
     fn fast_exp(self) -> Self {
         self.exp()
     }
@@ -153,42 +156,144 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// `f(input_row, output_row)` for each row of length `d`, rows in parallel.
-fn map_rows<T: Elem>(x: &[T], d: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Vec<T> {
+/// Work whose loops should run as wide as the CPU allows; see [`wide`]. Implementations
+/// mark `run` `#[inline(always)]`, so that its body (and what it calls that is also
+/// `#[inline(always)]`) is compiled into each version.
+pub(crate) trait Wide {
+    fn run(self);
+}
+
+/// `work.run()`, compiled for AVX2 and FMA when the CPU has them (checked at run time,
+/// cached by the standard library), for the baseline SSE2 otherwise: the kernels' loops
+/// then run eight `f32` lanes wide instead of four. The compiler neither reorders
+/// floating-point sums nor fuses multiplies and adds on its own, so both versions give
+/// the same bits.
+#[inline(always)]
+pub(crate) fn wide<W: Wide>(work: W) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: both features were detected on this CPU.
+            return unsafe { wide_avx2(work) };
+        }
+    }
+    work.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wide_avx2<W: Wide>(work: W) {
+    work.run()
+}
+
+/// A map of one row (last dimension) of an input to the same row of the output.
+pub(crate) trait RowMap<T>: Sync {
+    fn row(&self, x: &[T], out: &mut [T]);
+}
+
+/// A map of the same row of two inputs to that row of the output.
+pub(crate) trait RowPairMap<T>: Sync {
+    fn row(&self, a: &[T], b: &[T], out: &mut [T]);
+}
+
+/// One parallel task of [`map_rows`] or [`map_row_pairs`]: rows of length `d`.
+struct Rows<'a, K, T> {
+    kernel: &'a K,
+    a: &'a [T],
+    /// The second input (pairs only; empty otherwise).
+    b: &'a [T],
+    out: &'a mut [T],
+    d: usize,
+}
+
+impl<T: Elem, K: RowMap<T>> Wide for Rows<'_, K, T> {
+    #[inline(always)]
+    fn run(self) {
+        for (o, a) in self
+            .out
+            .chunks_exact_mut(self.d)
+            .zip(self.a.chunks_exact(self.d))
+        {
+            self.kernel.row(a, o);
+        }
+    }
+}
+
+/// [`Rows`] of a [`RowPairMap`].
+struct RowPairs2<'a, K, T>(Rows<'a, K, T>);
+
+impl<T: Elem, K: RowPairMap<T>> Wide for RowPairs2<'_, K, T> {
+    #[inline(always)]
+    fn run(self) {
+        let r = self.0;
+        for ((o, a), b) in r
+            .out
+            .chunks_exact_mut(r.d)
+            .zip(r.a.chunks_exact(r.d))
+            .zip(r.b.chunks_exact(r.d))
+        {
+            r.kernel.row(a, b, o);
+        }
+    }
+}
+
+/// `kernel.row(input_row, output_row)` for each row of length `d`, rows in parallel.
+fn map_rows<T: Elem, K: RowMap<T>>(x: &[T], d: usize, kernel: &K) -> Vec<T> {
     let d = d.max(1);
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(x.par_chunks(d * ROWS_PER_TASK))
-        .for_each(|(o, x)| {
-            for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                f(x, o);
-            }
+        .for_each(|(out, a)| {
+            wide(Rows {
+                kernel,
+                a,
+                b: &[],
+                out,
+                d,
+            })
         });
     out
 }
 
-/// `f(a_row, b_row, output_row)` for each pair of rows of length `d`, in parallel.
-fn map_row_pairs<T: Elem>(
-    a: &[T],
-    b: &[T],
-    d: usize,
-    f: impl Fn(&[T], &[T], &mut [T]) + Sync,
-) -> Vec<T> {
+/// `kernel.row(a_row, b_row, output_row)` for each pair of rows of length `d`, in parallel.
+fn map_row_pairs<T: Elem, K: RowPairMap<T>>(a: &[T], b: &[T], d: usize, kernel: &K) -> Vec<T> {
     let d = d.max(1);
     let mut out = vec![T::zero(); a.len()];
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(a.par_chunks(d * ROWS_PER_TASK))
         .zip(b.par_chunks(d * ROWS_PER_TASK))
-        .for_each(|((o, a), b)| {
-            for ((o, a), b) in o
-                .chunks_exact_mut(d)
-                .zip(a.chunks_exact(d))
-                .zip(b.chunks_exact(d))
-            {
-                f(a, b, o);
-            }
+        .for_each(|((out, a), b)| {
+            wide(RowPairs2(Rows {
+                kernel,
+                a,
+                b,
+                out,
+                d,
+            }))
         });
     out
+}
+
+/// A [`RowKernel`] or [`RowPairKernel`] as a row map.
+struct Static<K>(std::marker::PhantomData<K>);
+
+impl<K> Static<K> {
+    const NEW: Self = Self(std::marker::PhantomData);
+}
+
+impl<T: Elem, K: RowKernel + Sync> RowMap<T> for Static<K> {
+    #[inline(always)]
+    fn row(&self, x: &[T], out: &mut [T]) {
+        K::row(x, out)
+    }
+}
+
+impl<T: Elem, K: RowPairKernel> RowPairMap<T> for Static<K> {
+    #[inline(always)]
+    fn row(&self, a: &[T], b: &[T], out: &mut [T]) {
+        K::row(a, b, out)
+    }
 }
 
 fn last_dim(l: &Layout) -> usize {
@@ -206,10 +311,16 @@ trait RowKernel {
 }
 
 /// `cpu_fwd` of a [`RowKernel`], in the storage's dtype.
-fn rows_fwd<K: RowKernel>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-    fn run<T: Elem, K: RowKernel>(s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
+fn rows_fwd<K: RowKernel + Sync>(
+    s: &CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn run<T: Elem, K: RowKernel + Sync>(
+        s: &CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<CpuStorage> {
         let x = T::slice(s, l, K::NAME)?;
-        Ok(T::wrap(map_rows(x, last_dim(l), K::row)))
+        Ok(T::wrap(map_rows(x, last_dim(l), &Static::<K>::NEW)))
     }
     let out = match s {
         CpuStorage::F32(_) => run::<f32, K>(s, l),
@@ -245,7 +356,12 @@ impl<K: RowPairKernel> CustomOp2 for RowPairs<K> {
             (s2, l2): Input,
         ) -> candle_core::Result<CpuStorage> {
             let (a, b) = (T::slice(s1, l1, K::NAME)?, T::slice(s2, l2, K::NAME)?);
-            Ok(T::wrap(map_row_pairs(a, b, last_dim(l1), K::row)))
+            Ok(T::wrap(map_row_pairs(
+                a,
+                b,
+                last_dim(l1),
+                &Static::<K>::NEW,
+            )))
         }
         let out = match s1 {
             CpuStorage::F32(_) => run::<f32, K>((s1, l1), (s2, l2)),
@@ -264,6 +380,7 @@ pub(crate) struct GeluErf;
 impl RowKernel for GeluErf {
     const NAME: &'static str = "medprob-gelu-erf";
 
+    #[inline(always)]
     fn row<T: Elem>(x: &[T], y: &mut [T]) {
         let (half, r2) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2));
         for (y, &x) in y.iter_mut().zip(x) {
@@ -300,6 +417,7 @@ struct GeluErfGrad;
 impl RowPairKernel for GeluErfGrad {
     const NAME: &'static str = "medprob-gelu-erf-grad";
 
+    #[inline(always)]
     fn row<T: Elem>(x: &[T], g: &[T], o: &mut [T]) {
         let (half, r2, rpi) = (T::cst(0.5), T::cst(FRAC_1_SQRT_2), T::cst(FRAC_1_SQRT_2PI));
         for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
@@ -318,6 +436,7 @@ pub(crate) struct SoftmaxLastDim;
 impl RowKernel for SoftmaxLastDim {
     const NAME: &'static str = "medprob-softmax-last-dim";
 
+    #[inline(always)]
     fn row<T: Elem>(x: &[T], y: &mut [T]) {
         y.copy_from_slice(x);
         softmax_in_place(y);
@@ -325,6 +444,7 @@ impl RowKernel for SoftmaxLastDim {
 }
 
 /// `x ← softmax(x)` (one row; also the attention kernel's).
+#[inline(always)]
 pub(crate) fn softmax_in_place<T: Elem>(x: &mut [T]) {
     let max = lanes(x, T::neg_infinity(), |a, b| if b > a { b } else { a });
     // The exponentials in a loop of their own (a running sum would serialise it).
@@ -339,6 +459,7 @@ pub(crate) fn softmax_in_place<T: Elem>(x: &mut [T]) {
 
 /// `x` folded by `f` in eight interleaved lanes, then across them: a reduction the
 /// compiler can vectorise (a single running fold is a serial chain).
+#[inline(always)]
 fn lanes<T: Elem>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
     let mut acc = [init; 8];
     let chunks = x.chunks_exact(8);
@@ -379,6 +500,7 @@ pub(crate) struct SoftmaxGrad;
 impl RowPairKernel for SoftmaxGrad {
     const NAME: &'static str = "medprob-softmax-grad";
 
+    #[inline(always)]
     fn row<T: Elem>(y: &[T], g: &[T], o: &mut [T]) {
         let dot: T = y.iter().zip(g).map(|(&y, &g)| y * g).sum();
         for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
@@ -593,11 +715,78 @@ pub(crate) struct LayerNormOp {
 }
 
 /// Mean and `1/√(σ² + ε)` of a row.
+#[inline(always)]
 fn moments<T: Elem>(x: &[T], eps: T) -> (T, T) {
     let n = T::cst(x.len() as f64);
     let mean = x.iter().copied().sum::<T>() / n;
     let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
     (mean, T::one() / (var + eps).sqrt())
+}
+
+/// One row of layer norm: `y = (x − μ)·inv·w + b`.
+struct LayerNormRow<'a, T> {
+    w: &'a [T],
+    b: &'a [T],
+    eps: T,
+}
+
+impl<T: Elem> RowMap<T> for LayerNormRow<'_, T> {
+    #[inline(always)]
+    fn row(&self, x: &[T], y: &mut [T]) {
+        let (mean, inv) = moments(x, self.eps);
+        for k in 0..x.len() {
+            y[k] = (x[k] - mean) * inv * self.w[k] + self.b[k];
+        }
+    }
+}
+
+/// One row of the layer-norm input gradient, from `(x, g)`.
+struct LayerNormGradRow<'a, T> {
+    w: &'a [T],
+    eps: T,
+    /// The row length, as a number.
+    dn: T,
+}
+
+impl<T: Elem> RowPairMap<T> for LayerNormGradRow<'_, T> {
+    #[inline(always)]
+    fn row(&self, x: &[T], g: &[T], o: &mut [T]) {
+        let (w, d) = (self.w, x.len());
+        let (mean, inv) = moments(x, self.eps);
+        let (mut mg, mut mgx) = (T::zero(), T::zero());
+        for k in 0..d {
+            let gh = g[k] * w[k];
+            mg = mg + gh;
+            mgx = mgx + gh * (x[k] - mean) * inv;
+        }
+        let (mg, mgx) = (mg / self.dn, mgx / self.dn);
+        for k in 0..d {
+            o[k] = inv * (g[k] * w[k] - mg - (x[k] - mean) * inv * mgx);
+        }
+    }
+}
+
+/// The layer-norm weight and bias gradients, `Σ_rows g ⊙ x̂` and `Σ_rows g`.
+struct LayerNormParamGrads<'a, T> {
+    x: &'a [T],
+    g: &'a [T],
+    eps: T,
+    dw: &'a mut [T],
+    db: &'a mut [T],
+}
+
+impl<T: Elem> Wide for LayerNormParamGrads<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        let d = self.dw.len();
+        for (x, g) in self.x.chunks_exact(d).zip(self.g.chunks_exact(d)) {
+            let (mean, inv) = moments(x, self.eps);
+            for k in 0..d {
+                self.dw[k] = self.dw[k] + g[k] * (x[k] - mean) * inv;
+                self.db[k] = self.db[k] + g[k];
+            }
+        }
+    }
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -627,13 +816,12 @@ impl CustomOp3 for LayerNormOp {
             if w.len() != d || b.len() != d {
                 candle_core::bail!("{name}: weight and bias must have {d} values");
             }
-            let eps = T::cst(eps);
-            Ok(T::wrap(map_rows(x, d, |x, y| {
-                let (mean, inv) = moments(x, eps);
-                for k in 0..x.len() {
-                    y[k] = (x[k] - mean) * inv * w[k] + b[k];
-                }
-            })))
+            let kernel = LayerNormRow {
+                w,
+                b,
+                eps: T::cst(eps),
+            };
+            Ok(T::wrap(map_rows(x, d, &kernel)))
         }
         let out = dispatch!(s1, self.name(), run(self.eps, (s1, l1), (s2, l2), (s3, l3)))?;
         Ok((out, l1.shape().clone()))
@@ -689,27 +877,15 @@ impl CustomOp3 for LayerNormGrad {
             let d = w.len().max(1);
             let rows = x.len() / d;
             let (eps, dn) = (T::cst(eps), T::cst(d as f64));
-            let mut dx = map_row_pairs(x, g, d, |x, g, o| {
-                let (mean, inv) = moments(x, eps);
-                let (mut mg, mut mgx) = (T::zero(), T::zero());
-                for k in 0..d {
-                    let gh = g[k] * w[k];
-                    mg = mg + gh;
-                    mgx = mgx + gh * (x[k] - mean) * inv;
-                }
-                let (mg, mgx) = (mg / dn, mgx / dn);
-                for k in 0..d {
-                    o[k] = inv * (g[k] * w[k] - mg - (x[k] - mean) * inv * mgx);
-                }
-            });
+            let mut dx = map_row_pairs(x, g, d, &LayerNormGradRow { w, eps, dn });
             let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
-            for (x, g) in x.chunks_exact(d).zip(g.chunks_exact(d)) {
-                let (mean, inv) = moments(x, eps);
-                for k in 0..d {
-                    dw[k] = dw[k] + g[k] * (x[k] - mean) * inv;
-                    db[k] = db[k] + g[k];
-                }
-            }
+            wide(LayerNormParamGrads {
+                x,
+                g,
+                eps,
+                dw: &mut dw,
+                db: &mut db,
+            });
             dx.extend(dw);
             dx.extend(db);
             Ok((T::wrap(dx), Shape::from((rows + 2, d))))
@@ -921,6 +1097,102 @@ mod tests {
         );
         assert_eq!(Elem::fast_exp(100.0f32), f32::INFINITY);
         assert!(Elem::fast_exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn wide_kernels_give_the_same_bits_as_the_baseline_build() {
+        // `wide` runs the AVX2 build where the CPU has it; `run` is the baseline build.
+        let d = 37; // rows that are not a multiple of any vector width
+        let n = 11 * d;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 / 9.0) - 5.0)
+            .collect();
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * 13 % 29) as f32 / 29.0) - 0.4)
+            .collect();
+        let w: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 * 0.03).collect();
+        let b: Vec<f32> = (0..d).map(|i| i as f32 * -0.02).collect();
+        fn both<K: RowMap<f32>>(k: &K, x: &[f32], d: usize) -> [Vec<f32>; 2] {
+            std::array::from_fn(|version| {
+                let mut out = vec![0.0; x.len()];
+                let job = Rows {
+                    kernel: k,
+                    a: x,
+                    b: &[],
+                    out: &mut out,
+                    d,
+                };
+                if version == 0 {
+                    job.run()
+                } else {
+                    wide(job)
+                }
+                out
+            })
+        }
+        fn both_pairs<K: RowPairMap<f32>>(k: &K, a: &[f32], b: &[f32], d: usize) -> [Vec<f32>; 2] {
+            std::array::from_fn(|version| {
+                let mut out = vec![0.0; a.len()];
+                let job = RowPairs2(Rows {
+                    kernel: k,
+                    a,
+                    b,
+                    out: &mut out,
+                    d,
+                });
+                if version == 0 {
+                    job.run()
+                } else {
+                    wide(job)
+                }
+                out
+            })
+        }
+        let same = |[p, q]: [Vec<f32>; 2], what: &str| {
+            assert!(p.iter().any(|v| *v != 0.0), "{what}: not trivially zero");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&p), bits(&q), "{what}");
+        };
+        let y = both(&Static::<SoftmaxLastDim>::NEW, &x, d);
+        same(y.clone(), "softmax");
+        same(both(&Static::<GeluErf>::NEW, &x, d), "gelu");
+        same(
+            both_pairs(&Static::<GeluErfGrad>::NEW, &x, &g, d),
+            "gelu grad",
+        );
+        same(
+            both_pairs(&Static::<SoftmaxGrad>::NEW, &y[0], &g, d),
+            "softmax grad",
+        );
+        let ln = LayerNormRow {
+            w: &w,
+            b: &b,
+            eps: 1e-6,
+        };
+        same(both(&ln, &x, d), "layer norm");
+        let grad = LayerNormGradRow {
+            w: &w,
+            eps: 1e-6,
+            dn: d as f32,
+        };
+        same(both_pairs(&grad, &x, &g, d), "layer norm grad");
+        let params: [Vec<f32>; 2] = std::array::from_fn(|version| {
+            let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
+            let job = LayerNormParamGrads {
+                x: &x,
+                g: &g,
+                eps: 1e-6,
+                dw: &mut dw,
+                db: &mut db,
+            };
+            if version == 0 {
+                job.run()
+            } else {
+                wide(job)
+            }
+            [dw, db].concat()
+        });
+        same(params, "layer norm weight and bias grads");
     }
 
     #[test]

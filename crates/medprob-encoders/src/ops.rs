@@ -17,7 +17,7 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::fused::{cpu_float, GeluErf, LayerNormOp, LinearOp, SoftmaxLastDim};
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 
 /// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)` (max detached),
 /// computed in `f32` for half-precision inputs and returned in the input's dtype.
@@ -236,16 +236,16 @@ impl Dropout {
         // ChaCha12 with 64-bit draws did, and 2⁻³² is far finer than any dropout rate.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(self.seed, step, call));
         let keep = 1.0 - self.p;
-        let threshold = (keep * 4_294_967_296.0) as u64;
+        // keep < 1 here, so the threshold fits in 32 bits.
+        let threshold = (keep * 4_294_967_296.0) as u32;
         let kept = (1.0 / keep) as f32;
-        let mask: Vec<f32> = (0..shape.elem_count())
-            .map(|_| {
-                if u64::from(rng.next_u32()) < threshold {
-                    kept
-                } else {
-                    0.0
-                }
-            })
+        // The draws in blocks (the same numbers, in the same order, as one `next_u32` per
+        // element), then a branch-free comparison the compiler vectorises.
+        let mut draws = vec![0u32; shape.elem_count()];
+        rng.fill(&mut draws[..]);
+        let mask: Vec<f32> = draws
+            .iter()
+            .map(|&u| if u < threshold { kept } else { 0.0 })
             .collect();
         Tensor::from_vec(mask, shape, device)?
             .to_dtype(dtype)
@@ -342,6 +342,20 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(y, again);
+        // The mask is one 32-bit ChaCha8 draw per element, in order, kept below
+        // keep · 2³²: the stream of the first call of step 0.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(3, 0, 0));
+        let threshold = (0.75f64 * 4_294_967_296.0) as u64;
+        let expected: Vec<f32> = (0..2000)
+            .map(|_| {
+                if u64::from(rand::RngCore::next_u32(&mut rng)) < threshold {
+                    1.0 / 0.75
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        assert_eq!(y, expected);
         assert_eq!(
             d.forward_t(&x, false)
                 .unwrap()

@@ -219,12 +219,14 @@ impl BertEncoder {
             });
         }
         let dev = ids.device();
-        let positions = Tensor::arange(0u32, l as u32, dev)?
-            .unsqueeze(0)?
-            .broadcast_as((b, l))?;
-        let types = Tensor::zeros((b, l), DType::U32, dev)?;
-        let x = ((self.word.forward(ids)? + self.position.forward(&positions)?)?
-            + self.token_type.forward(&types)?)?;
+        // Every sequence has positions 0..L and token type 0: their embeddings are one
+        // [L, H] table added to each sequence's word embeddings.
+        let position_and_type = self
+            .position
+            .embeddings()
+            .narrow(0, 0, l)?
+            .broadcast_add(&self.token_type.embeddings().get(0)?)?;
+        let x = self.word.forward(ids)?.broadcast_add(&position_and_type)?;
         let mut x = self
             .emb_dropout
             .forward_t(&self.emb_norm.forward(&x)?, train)?;
@@ -239,8 +241,8 @@ impl BertEncoder {
                 .mask(&(b, heads, l, l).into(), dtype, dev, train)?;
             let ctx = multi_head_attention(&qkv, heads, Some(&bias), drop.as_ref())?;
             let attn = layer
-                .hidden_dropout
-                .forward_t(&layer.attn_out.forward(&ctx)?, train)?;
+                .attn_out
+                .forward_dropout(&ctx, &layer.hidden_dropout, train)?;
             let x1 = layer.attn_norm.forward(&(attn + &x)?)?;
             let ff = layer.intermediate.forward(&x1)?;
             let ff = match self.config.hidden_act.as_str() {
@@ -249,8 +251,8 @@ impl BertEncoder {
                 _ => crate::ops::gelu_erf(&ff)?,
             };
             let ff = layer
-                .hidden_dropout
-                .forward_t(&layer.output.forward(&ff)?, train)?;
+                .output
+                .forward_dropout(&ff, &layer.hidden_dropout, train)?;
             x = layer.out_norm.forward(&(ff + x1)?)?;
         }
         Ok(x)

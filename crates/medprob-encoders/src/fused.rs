@@ -583,7 +583,13 @@ unsafe fn matmul_on<T: Elem>(
 /// and in the backward pass each of those allocates its gradient and adds it into a fresh
 /// zero tensor (candle's gradient store); here the backward pass is the two products and
 /// the column sum it needs, written straight into the three gradients.
-pub(crate) struct LinearOp;
+///
+/// With a `mask` (an inverted-dropout mask of the output's shape and dtype, not a
+/// variable) the output is multiplied by it in the same pass, and so is the incoming
+/// gradient in the backward pass: the layer and the dropout after it are one node.
+pub(crate) struct LinearOp {
+    pub(crate) mask: Option<Tensor>,
+}
 
 /// The rows of `x [.., K]` and the output shape `[.., N]`.
 fn linear_shape(x: &Layout, n: usize) -> (usize, Shape) {
@@ -613,6 +619,7 @@ impl CustomOp3 for LinearOp {
             (s1, l1): Input,
             (s2, l2): Input,
             (s3, l3): Input,
+            mask: Option<&Tensor>,
         ) -> candle_core::Result<CpuStorage> {
             let name = "medprob-linear";
             let (x, w, b) = (
@@ -654,9 +661,27 @@ impl CustomOp3 for LinearOp {
                     )
                 }
             }
+            if let Some(mask) = mask {
+                let (storage, layout) = mask.storage_and_layout();
+                let candle_core::Storage::Cpu(storage) = &*storage else {
+                    candle_core::bail!("{name}: the dropout mask is not on the CPU");
+                };
+                let m = T::slice(storage, layout, name)?;
+                if m.len() != y.len() {
+                    candle_core::bail!(
+                        "{name}: dropout mask of {} values for an output of {}",
+                        m.len(),
+                        y.len()
+                    );
+                }
+                for (y, &m) in y.iter_mut().zip(m) {
+                    *y = *y * m;
+                }
+            }
             Ok(T::wrap(y))
         }
-        let out = dispatch!(s1, self.name(), run((s1, l1), (s2, l2), (s3, l3)))?;
+        let mask = self.mask.as_ref();
+        let out = dispatch!(s1, self.name(), run((s1, l1), (s2, l2), (s3, l3), mask))?;
         Ok((out, linear_shape(l1, l3.shape().elem_count()).1))
     }
 
@@ -670,7 +695,11 @@ impl CustomOp3 for LinearOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, k) = w.dims2()?;
-        let g = grad.contiguous()?.reshape(((), n))?;
+        let g = match &self.mask {
+            Some(mask) => (grad * mask)?,
+            None => grad.contiguous()?,
+        };
+        let g = g.reshape(((), n))?;
         let x2 = x.reshape(((), k))?;
         let dx = g.matmul(&w.detach())?.reshape(x.shape())?;
         let dw = g.t()?.matmul(&x2.detach())?;
@@ -1241,7 +1270,7 @@ mod tests {
             ]
         };
         let (x_, w_, b_) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
-        let fused = run(&|| x_.apply_op3(w_, b_, LinearOp).unwrap());
+        let fused = run(&|| x_.apply_op3(w_, b_, LinearOp { mask: None }).unwrap());
         let composed = run(&|| {
             x_.broadcast_matmul(&w_.t().unwrap())
                 .unwrap()
@@ -1258,7 +1287,10 @@ mod tests {
         }
         // A weight of the wrong width is refused, naming both shapes.
         let bad = Tensor::zeros((n, k + 1), DType::F64, &dev).unwrap();
-        let err = x_.apply_op3(&bad, b_, LinearOp).unwrap_err().to_string();
+        let err = x_
+            .apply_op3(&bad, b_, LinearOp { mask: None })
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[7, 6]") && err.contains("[2, 3, 5]"), "{err}");
     }
 
@@ -1285,7 +1317,7 @@ mod tests {
         )
         .unwrap();
         let b = Tensor::ones(n, DType::F32, &dev).unwrap();
-        let fused = x.apply_op3(&w, &b, LinearOp).unwrap();
+        let fused = x.apply_op3(&w, &b, LinearOp { mask: None }).unwrap();
         let composed = x
             .matmul(&w.t().unwrap())
             .unwrap()

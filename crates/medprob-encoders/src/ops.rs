@@ -74,13 +74,45 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `dropout(x·Wᵀ + b)`, on the CPU in one fused operation (the mask is applied in the
+    /// layer's own pass, forward and backward). The mask is the one `dropout.forward_t`
+    /// would draw for the output, so the result is the same as applying it after.
+    pub fn forward_dropout(
+        &self,
+        x: &Tensor,
+        dropout: &Dropout,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let mut shape = x.dims().to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.inner.weight().dim(0)?;
+        }
+        let mask = dropout.mask(&shape.into(), x.dtype(), x.device(), train)?;
+        match self.inner.bias() {
+            Some(b) if cpu_float(x) && b.dtype() == x.dtype() => x.contiguous()?.apply_op3(
+                &self.inner.weight().contiguous()?,
+                &b.contiguous()?,
+                LinearOp { mask },
+            ),
+            _ => {
+                let y = self.inner.forward(x)?;
+                match mask {
+                    Some(m) => y * m,
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.inner.bias() {
             Some(b) if cpu_float(x) && b.dtype() == x.dtype() => x.contiguous()?.apply_op3(
                 &self.inner.weight().contiguous()?,
                 &b.contiguous()?,
-                LinearOp,
+                LinearOp { mask: None },
             ),
             _ => self.inner.forward(x),
         }
@@ -266,6 +298,79 @@ fn mix(seed: u64, step: u64, call: u64) -> u64 {
 mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
+
+    #[test]
+    fn linear_with_dropout_equals_dropout_after_the_layer_in_value_and_gradient() {
+        let dev = Device::Cpu;
+        let (k, n) = (6, 5);
+        let w = Var::from_vec(
+            (0..n * k)
+                .map(|i| (i as f64 * 0.31).sin())
+                .collect::<Vec<_>>(),
+            (n, k),
+            &dev,
+        )
+        .unwrap();
+        let b = Var::from_vec((0..n).map(|i| i as f64 * 0.2).collect::<Vec<_>>(), n, &dev).unwrap();
+        let x = Var::from_vec(
+            (0..4 * 3 * k)
+                .map(|i| (i as f64 * 0.7).cos())
+                .collect::<Vec<_>>(),
+            (4, 3, k),
+            &dev,
+        )
+        .unwrap();
+        let layer = Linear::from_parts(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+        let run = |fused: bool| {
+            // A fresh dropout with the same seed: the same mask for the first call.
+            let dropout = Dropout::new(0.4, 11);
+            let y = if fused {
+                layer
+                    .forward_dropout(x.as_tensor(), &dropout, true)
+                    .unwrap()
+            } else {
+                dropout
+                    .forward_t(&layer.forward(x.as_tensor()).unwrap(), true)
+                    .unwrap()
+            };
+            let c = Tensor::arange(0.0f64, y.elem_count() as f64, &dev)
+                .unwrap()
+                .reshape(y.shape())
+                .unwrap();
+            let g = (&y * c).unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            [
+                flat(&y),
+                flat(g.get(x.as_tensor()).unwrap()),
+                flat(g.get(w.as_tensor()).unwrap()),
+                flat(g.get(b.as_tensor()).unwrap()),
+            ]
+        };
+        let (fused, composed) = (run(true), run(false));
+        let dropped = fused[0].iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            dropped > 10 && dropped < 50,
+            "{dropped} of 60 outputs dropped"
+        );
+        for (p, q) in fused.iter().zip(&composed) {
+            for (u, v) in p.iter().zip(q) {
+                assert!((u - v).abs() < 1e-12, "{u} vs {v}");
+            }
+        }
+        // Not training: no mask, the plain layer.
+        let plain = layer
+            .forward_dropout(x.as_tensor(), &Dropout::new(0.4, 11), false)
+            .unwrap();
+        let diff = (plain - layer.forward(x.as_tensor()).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+    }
 
     #[test]
     fn softmax_and_layer_norm_match_candle_and_have_gradients() {

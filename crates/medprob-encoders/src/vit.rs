@@ -216,12 +216,10 @@ impl VisionTransformer {
             let y = blk.norm1.forward(&x)?;
             let qkv = blk.qkv.forward(&y)?;
             let out = multi_head_attention(&qkv, heads, None, None)?;
-            x = (x + blk.dropout.forward_t(&blk.proj.forward(&out)?, train)?)?;
+            x = (x + blk.proj.forward_dropout(&out, &blk.dropout, train)?)?;
             let y = blk.norm2.forward(&x)?;
-            let y = blk
-                .fc2
-                .forward(&crate::ops::gelu_erf(&blk.fc1.forward(&y)?)?)?;
-            x = (x + blk.dropout.forward_t(&y, train)?)?;
+            let y = crate::ops::gelu_erf(&blk.fc1.forward(&y)?)?;
+            x = (x + blk.fc2.forward_dropout(&y, &blk.dropout, train)?)?;
         }
         Ok(self.norm.forward(&x)?)
     }

@@ -603,14 +603,7 @@ mod tests {
         let x32 = x64.to_dtype(DType::F32).unwrap();
         let y64 = multi_head_attention(&x64, heads, None, None).unwrap();
         let y32 = multi_head_attention(&x32, heads, None, None).unwrap();
-        let diff = (y64 - y32.to_dtype(DType::F64).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = crate::testing::max_abs_diff(&y64, &y32).unwrap();
         assert!(diff < 1e-5, "{diff}");
     }
 

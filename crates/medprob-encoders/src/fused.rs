@@ -1141,6 +1141,14 @@ mod tests {
             .collect();
         let w: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 * 0.03).collect();
         let b: Vec<f32> = (0..d).map(|i| i as f32 * -0.02).collect();
+        /// Build 0: the baseline one (`run` called directly); build 1: [`wide`]'s choice.
+        fn run_build<W: Wide>(job: W, build: usize) {
+            if build == 0 {
+                job.run()
+            } else {
+                wide(job)
+            }
+        }
         fn both<K: RowMap<f32>>(k: &K, x: &[f32], d: usize) -> [Vec<f32>; 2] {
             std::array::from_fn(|version| {
                 let mut out = vec![0.0; x.len()];
@@ -1151,11 +1159,7 @@ mod tests {
                     out: &mut out,
                     d,
                 };
-                if version == 0 {
-                    job.run()
-                } else {
-                    wide(job)
-                }
+                run_build(job, version);
                 out
             })
         }
@@ -1169,11 +1173,7 @@ mod tests {
                     out: &mut out,
                     d,
                 });
-                if version == 0 {
-                    job.run()
-                } else {
-                    wide(job)
-                }
+                run_build(job, version);
                 out
             })
         }
@@ -1214,11 +1214,7 @@ mod tests {
                 dw: &mut dw,
                 db: &mut db,
             };
-            if version == 0 {
-                job.run()
-            } else {
-                wide(job)
-            }
+            run_build(job, version);
             [dw, db].concat()
         });
         same(params, "layer norm weight and bias grads");
@@ -1323,14 +1319,7 @@ mod tests {
             .unwrap()
             .broadcast_add(&b)
             .unwrap();
-        let diff = (fused - composed)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::testing::max_abs_diff(&fused, &composed).unwrap();
         assert!(diff < 1e-4, "max difference {diff}");
     }
 }

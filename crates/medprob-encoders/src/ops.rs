@@ -361,14 +361,8 @@ mod tests {
         let plain = layer
             .forward_dropout(x.as_tensor(), &Dropout::new(0.4, 11), false)
             .unwrap();
-        let diff = (plain - layer.forward(x.as_tensor()).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff =
+            crate::testing::max_abs_diff(&plain, &layer.forward(x.as_tensor()).unwrap()).unwrap();
         assert_eq!(diff, 0.0);
     }
 
@@ -378,14 +372,7 @@ mod tests {
         let x = Var::new(&[[1.0f64, 2.0, 0.5, -1.0], [3.0, 3.0, 3.0, 2.0]], &dev).unwrap();
         let ours = softmax_last_dim(x.as_tensor()).unwrap();
         let theirs = candle_nn::ops::softmax_last_dim(x.as_tensor()).unwrap();
-        let diff = (ours.clone() - theirs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = crate::testing::max_abs_diff(&ours, &theirs).unwrap();
         assert!(diff < 1e-12);
         let w = Tensor::new(&[0.5f64, 2.0, 1.0, -1.0], &dev).unwrap();
         let loss = ours

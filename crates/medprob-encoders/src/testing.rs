@@ -99,3 +99,13 @@ pub fn check_gradients(
     }
     Ok(report)
 }
+
+/// The largest `|a − b|` over all elements (same shapes), in `f64`: how the tests compare a
+/// fused kernel with its reference, a precision with another, or two paths that must agree.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
+    let dtype = candle_core::DType::F64;
+    (a.to_dtype(dtype)? - b.to_dtype(dtype)?)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f64>()
+}

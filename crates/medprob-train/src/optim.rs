@@ -457,16 +457,7 @@ mod tests {
             composed = next;
             mv = next_mv;
         }
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = |a: &Tensor, b: &Tensor| medprob_encoders::testing::max_abs_diff(a, b).unwrap();
         assert!(diff(&fused, &composed) < 1e-6, "θ differs");
         assert!(diff(&mv_fused, &mv) < 1e-6, "moments differ");
         // Three steps of about lr each moved the parameters.

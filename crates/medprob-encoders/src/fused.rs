@@ -1,5 +1,5 @@
-//! Fused CPU kernels, with hand-written backward passes, for the three element-wise layers
-//! of the encoders: exact (erf) GELU, softmax over the last dimension and layer norm.
+//! Fused CPU kernels, with hand-written backward passes, for the layers of the encoders:
+//! exact (erf) GELU, softmax over the last dimension, layer norm and the linear layer.
 //!
 //! Built from elementary candle operations (as [`crate::ops`] does on other devices), each
 //! of these costs five to ten small tensors forward and as many again backward, and on a
@@ -17,6 +17,9 @@
 //!
 //! Only `f32`/`f64` CPU tensors take these paths; callers fall back to the composed
 //! operations elsewhere (CUDA, half precision), so every device trains the same model.
+//! The element-wise loops are compiled twice, for baseline x86-64 and for AVX2 + FMA, and
+//! the second is chosen at run time where the CPU has it ([`wide`]); the products are
+//! `gemm`'s, which makes the same choice (up to AVX-512) itself.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor,
@@ -221,9 +224,9 @@ impl<T: Elem, K: RowMap<T>> Wide for Rows<'_, K, T> {
 }
 
 /// [`Rows`] of a [`RowPairMap`].
-struct RowPairs2<'a, K, T>(Rows<'a, K, T>);
+struct PairRows<'a, K, T>(Rows<'a, K, T>);
 
-impl<T: Elem, K: RowPairMap<T>> Wide for RowPairs2<'_, K, T> {
+impl<T: Elem, K: RowPairMap<T>> Wide for PairRows<'_, K, T> {
     #[inline(always)]
     fn run(self) {
         let r = self.0;
@@ -264,7 +267,7 @@ fn map_row_pairs<T: Elem, K: RowPairMap<T>>(a: &[T], b: &[T], d: usize, kernel: 
         .zip(a.par_chunks(d * ROWS_PER_TASK))
         .zip(b.par_chunks(d * ROWS_PER_TASK))
         .for_each(|((out, a), b)| {
-            wide(RowPairs2(Rows {
+            wide(PairRows(Rows {
                 kernel,
                 a,
                 b,
@@ -1166,7 +1169,7 @@ mod tests {
         fn both_pairs<K: RowPairMap<f32>>(k: &K, a: &[f32], b: &[f32], d: usize) -> [Vec<f32>; 2] {
             std::array::from_fn(|version| {
                 let mut out = vec![0.0; a.len()];
-                let job = RowPairs2(Rows {
+                let job = PairRows(Rows {
                     kernel: k,
                     a,
                     b,

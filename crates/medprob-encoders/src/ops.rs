@@ -72,9 +72,7 @@ impl Linear {
             inner: candle_nn::Linear::new(weight, bias),
         }
     }
-}
 
-impl Linear {
     /// `dropout(x·Wᵀ + b)`, on the CPU in one fused operation (the mask is applied in the
     /// layer's own pass, forward and backward). The mask is the one `dropout.forward_t`
     /// would draw for the output, so the result is the same as applying it after.
@@ -89,6 +87,11 @@ impl Linear {
             *last = self.inner.weight().dim(0)?;
         }
         let mask = dropout.mask(&shape.into(), x.dtype(), x.device(), train)?;
+        self.forward_masked(x, mask)
+    }
+
+    /// `(x·Wᵀ + b) ⊙ mask`: the fused operation on the CPU, candle's layer elsewhere.
+    fn forward_masked(&self, x: &Tensor, mask: Option<Tensor>) -> candle_core::Result<Tensor> {
         match self.inner.bias() {
             Some(b) if cpu_float(x) && b.dtype() == x.dtype() => x.contiguous()?.apply_op3(
                 &self.inner.weight().contiguous()?,
@@ -108,14 +111,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self.inner.bias() {
-            Some(b) if cpu_float(x) && b.dtype() == x.dtype() => x.contiguous()?.apply_op3(
-                &self.inner.weight().contiguous()?,
-                &b.contiguous()?,
-                LinearOp { mask: None },
-            ),
-            _ => self.inner.forward(x),
-        }
+        self.forward_masked(x, None)
     }
 }
 

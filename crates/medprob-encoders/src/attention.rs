@@ -27,8 +27,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{
-    cpu_float, dispatch, matmul, softmax_in_place, wide, Elem, Input, RowPairKernel, SoftmaxGrad,
-    Strided, Wide,
+    cpu_float, dispatch, matmul, scale_by, softmax_in_place, wide, Elem, Input, RowPairKernel,
+    SoftmaxGrad, Strided, Wide,
 };
 use crate::ops::softmax_last_dim;
 
@@ -261,14 +261,6 @@ fn head_mask<'a, T>(g: &Geometry, extra: &'a [T], bi: usize, h: usize) -> Option
         let at = b * l + (bi * g.heads + h) * l * l;
         &extra[at..at + l * l]
     })
-}
-
-/// `x ⊙= m`.
-#[inline(always)]
-fn scale_by<T: Elem>(x: &mut [T], m: &[T]) {
-    for (x, &m) in x.iter_mut().zip(m) {
-        *x = *x * m;
-    }
 }
 
 fn forward<T: Elem>(g: &Geometry, qkv: &[T], extra: &[T]) -> Vec<T> {

@@ -200,12 +200,10 @@ pub(crate) trait RowPairMap<T>: Sync {
     fn row(&self, a: &[T], b: &[T], out: &mut [T]);
 }
 
-/// One parallel task of [`map_rows`] or [`map_row_pairs`]: rows of length `d`.
+/// One parallel task of [`map_rows`]: rows of length `d` of `a` into `out`.
 struct Rows<'a, K, T> {
     kernel: &'a K,
     a: &'a [T],
-    /// The second input (pairs only; empty otherwise).
-    b: &'a [T],
     out: &'a mut [T],
     d: usize,
 }
@@ -223,18 +221,21 @@ impl<T: Elem, K: RowMap<T>> Wide for Rows<'_, K, T> {
     }
 }
 
-/// [`Rows`] of a [`RowPairMap`].
-struct PairRows<'a, K, T>(Rows<'a, K, T>);
+/// One parallel task of [`map_row_pairs`]: [`Rows`] with the same rows of a second input.
+struct PairRows<'a, K, T> {
+    rows: Rows<'a, K, T>,
+    b: &'a [T],
+}
 
 impl<T: Elem, K: RowPairMap<T>> Wide for PairRows<'_, K, T> {
     #[inline(always)]
     fn run(self) {
-        let r = self.0;
+        let r = self.rows;
         for ((o, a), b) in r
             .out
             .chunks_exact_mut(r.d)
             .zip(r.a.chunks_exact(r.d))
-            .zip(r.b.chunks_exact(r.d))
+            .zip(self.b.chunks_exact(r.d))
         {
             r.kernel.row(a, b, o);
         }
@@ -247,15 +248,7 @@ fn map_rows<T: Elem, K: RowMap<T>>(x: &[T], d: usize, kernel: &K) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(x.par_chunks(d * ROWS_PER_TASK))
-        .for_each(|(out, a)| {
-            wide(Rows {
-                kernel,
-                a,
-                b: &[],
-                out,
-                d,
-            })
-        });
+        .for_each(|(out, a)| wide(Rows { kernel, a, out, d }));
     out
 }
 
@@ -267,15 +260,20 @@ fn map_row_pairs<T: Elem, K: RowPairMap<T>>(a: &[T], b: &[T], d: usize, kernel: 
         .zip(a.par_chunks(d * ROWS_PER_TASK))
         .zip(b.par_chunks(d * ROWS_PER_TASK))
         .for_each(|((out, a), b)| {
-            wide(PairRows(Rows {
-                kernel,
-                a,
+            wide(PairRows {
+                rows: Rows { kernel, a, out, d },
                 b,
-                out,
-                d,
-            }))
+            })
         });
     out
+}
+
+/// `x ⊙= m` (a dropout mask, in the linear layer and in attention).
+#[inline(always)]
+pub(crate) fn scale_by<T: Elem>(x: &mut [T], m: &[T]) {
+    for (x, &m) in x.iter_mut().zip(m) {
+        *x = *x * m;
+    }
 }
 
 /// A [`RowKernel`] or [`RowPairKernel`] as a row map.
@@ -677,9 +675,7 @@ impl CustomOp3 for LinearOp {
                         y.len()
                     );
                 }
-                for (y, &m) in y.iter_mut().zip(m) {
-                    *y = *y * m;
-                }
+                scale_by(&mut y, m);
             }
             Ok(T::wrap(y))
         }
@@ -1158,7 +1154,6 @@ mod tests {
                 let job = Rows {
                     kernel: k,
                     a: x,
-                    b: &[],
                     out: &mut out,
                     d,
                 };
@@ -1169,13 +1164,15 @@ mod tests {
         fn both_pairs<K: RowPairMap<f32>>(k: &K, a: &[f32], b: &[f32], d: usize) -> [Vec<f32>; 2] {
             std::array::from_fn(|version| {
                 let mut out = vec![0.0; a.len()];
-                let job = PairRows(Rows {
-                    kernel: k,
-                    a,
+                let job = PairRows {
+                    rows: Rows {
+                        kernel: k,
+                        a,
+                        out: &mut out,
+                        d,
+                    },
                     b,
-                    out: &mut out,
-                    d,
-                });
+                };
                 run_build(job, version);
                 out
             })

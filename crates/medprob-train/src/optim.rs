@@ -197,20 +197,17 @@ impl AdamW {
             };
             let theta = slot.var.as_tensor();
             let g = g.to_dtype(DType::F32)?;
-            let (next, mv) = if theta.device().is_cpu() && theta.dtype() == DType::F32 {
-                // [θ', m', v'] in one pass.
-                let out = theta.flatten_all()?.contiguous()?.apply_op3_no_bwd(
-                    &g.flatten_all()?.contiguous()?,
-                    &slot.mv,
-                    &rule,
-                )?;
-                (out.get(0)?, out.narrow(0, 1, 2)?)
+            if theta.device().is_cpu() && theta.dtype() == DType::F32 {
+                // The moments, then the parameter, each updated in place.
+                slot.mv.inplace_op2(&g, &MomentsUpdate(rule))?;
+                theta.inplace_op2(&slot.mv, &ParamUpdate(rule))?;
             } else {
-                rule.composed(&theta.flatten_all()?, &g.flatten_all()?, &slot.mv)?
-            };
-            slot.mv = mv;
-            slot.var
-                .set(&next.reshape(theta.shape())?.to_dtype(theta.dtype())?)?;
+                let (next, mv) =
+                    rule.composed(&theta.flatten_all()?, &g.flatten_all()?, &slot.mv)?;
+                slot.mv = mv;
+                slot.var
+                    .set(&next.reshape(theta.shape())?.to_dtype(theta.dtype())?)?;
+            }
         }
         Ok(())
     }
@@ -266,9 +263,10 @@ impl AdamW {
 /// (`[2, n]`): `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 /// `θ ← θ(1 − lr·decay) − lr·(m/bc₁)/(√(v/bc₂) + ε)`.
 ///
-/// On the CPU in `f32` this is one pass over the parameter (a custom operation writing
-/// `[θ', m', v']`); elsewhere it is composed from candle operations, about fourteen per
-/// parameter, each allocating a tensor.
+/// On the CPU in `f32` it is two passes that update the moments and then the parameter in
+/// place ([`MomentsUpdate`], [`ParamUpdate`]: nothing allocated, nothing copied);
+/// elsewhere it is composed from candle operations, about fourteen per parameter, each
+/// allocating a tensor.
 #[derive(Debug, Clone, Copy)]
 struct Rule {
     lr: f64,
@@ -298,65 +296,118 @@ impl Rule {
     }
 }
 
-impl candle_core::CustomOp3 for Rule {
+/// A contiguous `f32` CPU slice of a kernel's input, or an error naming the kernel.
+fn f32_slice<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{what}: inputs must be contiguous f32"),
+    }
+}
+
+/// [`f32_slice`], writable.
+fn f32_slice_mut<'a>(
+    s: &'a mut candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("{what}: inputs must be contiguous f32"),
+    }
+}
+
+/// Elements per parallel task of the fused updates.
+const CHUNK: usize = 1 << 14;
+
+/// `[m; v] ← [β₁m + (1−β₁)g; β₂v + (1−β₂)g²]`, in place on the `[2, n]` moments.
+struct MomentsUpdate(Rule);
+
+impl candle_core::InplaceOp2 for MomentsUpdate {
     fn name(&self) -> &'static str {
-        "medprob-adamw"
+        "medprob-adamw-moments"
     }
 
     fn cpu_fwd(
         &self,
-        s1: &candle_core::CpuStorage,
+        s1: &mut candle_core::CpuStorage,
         l1: &candle_core::Layout,
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
-        s3: &candle_core::CpuStorage,
-        l3: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
+    ) -> candle_core::Result<()> {
         use rayon::prelude::*;
-        fn slice<'a>(s: &'a CpuStorage, l: &candle_core::Layout) -> candle_core::Result<&'a [f32]> {
-            match (s, l.contiguous_offsets()) {
-                (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-                _ => candle_core::bail!("medprob-adamw: inputs must be contiguous f32"),
-            }
+        let g = f32_slice(s2, l2, self.name())?;
+        let mv = f32_slice_mut(s1, l1, self.name())?;
+        let n = g.len();
+        if mv.len() != 2 * n {
+            candle_core::bail!(
+                "{}: gradient of {n} and moments {:?} do not fit",
+                self.name(),
+                l1.dims()
+            );
         }
-        let (theta, g) = (slice(s1, l1)?, slice(s2, l2)?);
-        let n = theta.len();
-        let mv = match (s3, l3.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) if b - a == 2 * n && g.len() == n => &v[a..b],
-            _ => candle_core::bail!(
-                "medprob-adamw: parameter of {n}, gradient of {} and moments {:?} do not fit",
-                g.len(),
-                l3.dims()
-            ),
-        };
-        let f = |x: f64| x as f32;
-        let (b1, b2, eps, lr) = (f(self.beta1), f(self.beta2), f(self.eps), f(self.lr));
-        let (c1, c2) = (f(1.0 - self.beta1), f(1.0 - self.beta2));
-        let (inv_bc1, inv_bc2) = (f(1.0 / self.bc1), f(1.0 / self.bc2));
-        let shrink = f(1.0 - self.lr * self.decay);
-        let mut out = vec![0.0f32; 3 * n];
-        out[..n].copy_from_slice(theta);
-        let (th, moments) = out.split_at_mut(n);
-        let (m_out, v_out) = moments.split_at_mut(n);
-        const CHUNK: usize = 1 << 14;
-        th.par_chunks_mut(CHUNK)
-            .zip(m_out.par_chunks_mut(CHUNK))
-            .zip(v_out.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(c, ((th, mo), vo))| {
-                let at = c * CHUNK;
-                let (g, m, v) = (&g[at..], &mv[at..n], &mv[n + at..]);
-                for i in 0..th.len() {
-                    let m = m[i] * b1 + g[i] * c1;
-                    let v = v[i] * b2 + g[i] * g[i] * c2;
-                    let update = (m * inv_bc1) / ((v * inv_bc2).sqrt() + eps);
-                    th[i] = th[i] * shrink - update * lr;
-                    mo[i] = m;
-                    vo[i] = v;
+        let r = &self.0;
+        let (b1, b2) = (r.beta1 as f32, r.beta2 as f32);
+        let (c1, c2) = ((1.0 - r.beta1) as f32, (1.0 - r.beta2) as f32);
+        let (m, v) = mv.split_at_mut(n);
+        m.par_chunks_mut(CHUNK)
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|((m, v), g)| {
+                for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
+                    *m = *m * b1 + g * c1;
+                    *v = *v * b2 + g * g * c2;
                 }
             });
-        Ok((CpuStorage::F32(out), candle_core::Shape::from((3, n))))
+        Ok(())
+    }
+}
+
+/// `θ ← θ(1 − lr·decay) − lr·(m/bc₁)/(√(v/bc₂) + ε)`, in place, from the updated moments.
+struct ParamUpdate(Rule);
+
+impl candle_core::InplaceOp2 for ParamUpdate {
+    fn name(&self) -> &'static str {
+        "medprob-adamw-param"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let mv = f32_slice(s2, l2, self.name())?;
+        let theta = f32_slice_mut(s1, l1, self.name())?;
+        let n = theta.len();
+        if mv.len() != 2 * n {
+            candle_core::bail!(
+                "{}: parameter of {n} and moments {:?} do not fit",
+                self.name(),
+                l2.dims()
+            );
+        }
+        let r = &self.0;
+        let (eps, lr) = (r.eps as f32, r.lr as f32);
+        let (inv_bc1, inv_bc2) = ((1.0 / r.bc1) as f32, (1.0 / r.bc2) as f32);
+        let shrink = (1.0 - r.lr * r.decay) as f32;
+        let (m, v) = mv.split_at(n);
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK))
+            .zip(v.par_chunks(CHUNK))
+            .for_each(|((th, m), v)| {
+                for ((th, &m), &v) in th.iter_mut().zip(m).zip(v) {
+                    let update = (m * inv_bc1) / ((v * inv_bc2).sqrt() + eps);
+                    *th = *th * shrink - update * lr;
+                }
+            });
+        Ok(())
     }
 }
 
@@ -433,8 +484,9 @@ mod tests {
         let theta: Vec<f32> = (0..n).map(|i| (i as f32 * 0.013).sin()).collect();
         let theta = Tensor::from_vec(theta, n, &Device::Cpu).unwrap();
         let mut mv = Tensor::zeros((2, n), DType::F32, &Device::Cpu).unwrap();
-        let (mut fused, mut composed) = (theta.clone(), theta);
-        let mut mv_fused = mv.clone();
+        // Copies: the fused update writes into its tensors' storage.
+        let (fused, mut composed) = (theta.copy().unwrap(), theta);
+        let mv_fused = mv.copy().unwrap();
         for t in 1..=3 {
             let g: Vec<f32> = (0..n)
                 .map(|i| ((i * 7 + t * 131) as f32 * 0.0007).cos() * 0.3)
@@ -449,10 +501,9 @@ mod tests {
                 bc2: 1.0 - 0.999f64.powi(t as i32),
                 decay: if t == 2 { 0.0 } else { 0.1 },
             };
-            let out = fused.apply_op3_no_bwd(&g, &mv_fused, &rule).unwrap();
-            assert_eq!(out.dims(), [3, n]);
-            fused = out.get(0).unwrap();
-            mv_fused = out.narrow(0, 1, 2).unwrap();
+            mv_fused.inplace_op2(&g, &MomentsUpdate(rule)).unwrap();
+            fused.inplace_op2(&mv_fused, &ParamUpdate(rule)).unwrap();
+            assert_eq!(mv_fused.dims(), [2, n]);
             let (next, next_mv) = rule.composed(&composed, &g, &mv).unwrap();
             composed = next;
             mv = next_mv;
@@ -483,8 +534,13 @@ mod tests {
             bc2: 0.01,
             decay: 0.0,
         };
+        let err = bad
+            .inplace_op2(&g, &MomentsUpdate(rule))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("do not fit"), "{err}");
         let err = fused
-            .apply_op3_no_bwd(&g, &bad, &rule)
+            .inplace_op2(&bad, &ParamUpdate(rule))
             .unwrap_err()
             .to_string();
         assert!(err.contains("do not fit"), "{err}");

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use medprob::metrics::report::EvaluationReport;
 use medprob::train::evaluation::EvalOptions;
-use medprob::train::pipeline::{evaluate_checkpoint, run_config, write_report};
+use medprob::train::pipeline::{evaluate_checkpoint, run_config, write_report, write_retrievals};
 use medprob::train::TrainConfig;
 
 #[derive(Parser)]
@@ -46,14 +46,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config.data.image_root = None;
     }
     let options = EvalOptions::with_robustness(!args.no_robustness);
-    let method = evaluate_checkpoint(&config, &args.checkpoint, &options, |what| {
+    let evaluated = evaluate_checkpoint(&config, &args.checkpoint, &options, |what| {
         println!("{what}")
     })?;
+    write_retrievals(&evaluated, &args.out)?;
+    let method = evaluated.report;
     let report = EvaluationReport {
         title: format!("{} evaluation", method.method),
         dataset: format!("{} (test split)", config.data.studies.display()),
         notes: vec![format!("checkpoint: {}", args.checkpoint.display())],
         methods: vec![method],
+        oracles: evaluated.oracles,
     };
     write_report(&report, &args.out, None)?;
     println!("{}", report.retrieval_table());

@@ -109,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         notes: vec!["Regenerate: `cargo run --release --example metrics_demo`".into()],
         methods: Vec::new(),
+        oracles: Vec::new(),
     };
     for (name, method, scoring, score) in [
         (
@@ -154,6 +155,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             text_keys: &keys,
             image_labels: Some(&val.labels),
             text_labels: Some(&val.labels),
+            label_names: &[],
+            image_states: None,
+            text_states: None,
         };
         let t = Split {
             images: &ti,
@@ -162,6 +166,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             text_keys: &keys,
             image_labels: Some(&test.labels),
             text_labels: Some(&test.labels),
+            label_names: &[],
+            image_states: None,
+            text_states: None,
         };
         let mut m = evaluate_retrieval(name, score, scoring, &v, &t, &config)?;
         let blocks = TopKOptions::default();

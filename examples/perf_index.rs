@@ -103,7 +103,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         len: args.gallery,
         description: format!("perf_index: {} random embeddings", args.gallery),
         match_probability: None,
-        answer_threshold: None,
+        answer_rule: medprob::core::AnswerRule::Always,
+        relevance: None,
         guarantee: None,
     };
     let mut writer = GaussianIndexWriter::create(&dir, info)?;

@@ -94,7 +94,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "config (each method differs only in `method`):\n{}",
         serde_json::to_string_pretty(&base)?
     );
-    let methods = compare(&base, &Method::ALL, &options, &args.out, verbosity)?;
+    let evaluated = compare(&base, &Method::ALL, &options, &args.out, verbosity)?;
+    let oracles = evaluated
+        .first()
+        .map(|e| e.oracles.clone())
+        .unwrap_or_default();
+    let methods: Vec<_> = evaluated.into_iter().map(|e| e.report).collect();
     let test = methods[0].retrieval.image_to_text.queries;
     let report = EvaluationReport {
         title: "MedProbCLIP and baselines on SynthCXR (quickstart)".into(),
@@ -120,6 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "Regenerate: `cargo run --release --example quickstart`".into(),
         ],
         methods,
+        oracles,
     };
     write_report(&report, &args.out, Some("MedProbCLIP"))?;
     println!("\n{}", report.retrieval_table());

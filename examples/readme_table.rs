@@ -1,5 +1,5 @@
-//! Rewrite README.md's results table from a quickstart's `metrics.json`, so every figure
-//! in the README comes from that file.
+//! Rewrite README.md's results tables from a quickstart's `metrics.json` (the figures of
+//! `summary.json`), so every figure in the README comes from that file.
 //!
 //! ```sh
 //! cargo run --release --example readme_table -- runs/quickstart/metrics.json README.md
@@ -7,40 +7,74 @@
 
 use std::path::PathBuf;
 
-use medprob::metrics::report::{Direction, EvaluationReport};
+use medprob::metrics::report::EvaluationReport;
+use medprob::metrics::summary::method_summary;
 
 const START: &str = "<!-- quickstart-table:start -->";
 const END: &str = "<!-- quickstart-table:end -->";
 
 fn table(r: &EvaluationReport) -> String {
+    let f = |m: &serde_json::Map<String, serde_json::Value>, key: &str| {
+        m.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .map_or("–".to_string(), |v| format!("{v:.3}"))
+    };
     let mut s = String::from(
-        "| method | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | RSUM | ECE ↓ | AURC i2t R@10 ↓ | zero-shot AUROC |\n\
+        "**Plausible matches** (a hit is right when its study has exactly the query's positive \
+         label set; \"state\": the same findings on the same sides; fractions):\n\n\
+         | method | i2t P@1 | t2i P@1 | i2t P@1 (state) | t2i P@1 (state) | ECE i2t ↓ | AURC i2t ↓ | AUGRC i2t ↓ | SGR coverage i2t | zero-shot AUROC | top-1 hub share i2t |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for m in &r.methods {
-        let rc = |d: &medprob::metrics::retrieval::DirectionReport, k| {
-            d.recall_at(k).unwrap_or(f64::NAN)
-        };
-        let (i, t) = (&m.retrieval.image_to_text, &m.retrieval.text_to_image);
-        let aurc = m
-            .risk_coverage
-            .iter()
-            .filter(|e| e.k == 10 && e.direction == Direction::ImageToText)
-            .map(|e| e.aurc)
-            .fold(f64::INFINITY, f64::min);
+    let rows: Vec<_> = r.methods.iter().map(|m| (m, method_summary(r, m))).collect();
+    for (m, x) in &rows {
         s += &format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.3} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             m.method,
-            rc(i, 1),
-            rc(i, 5),
-            rc(i, 10),
-            rc(t, 1),
-            rc(t, 5),
-            rc(t, 10),
-            m.retrieval.rsum,
-            m.calibration.as_ref().map_or(f64::NAN, |c| c.ece),
-            aurc,
-            m.zero_shot.as_ref().map_or(f64::NAN, |z| z.mean_auroc),
+            f(x, "plausible_i2t_p1"),
+            f(x, "plausible_t2i_p1"),
+            f(x, "plausible_state_i2t_p1"),
+            f(x, "plausible_state_t2i_p1"),
+            f(x, "plausible_ece_i2t"),
+            f(x, "plausible_aurc_i2t_k1"),
+            f(x, "plausible_augrc_i2t_k1"),
+            f(x, "sgr_coverage_i2t_k5"),
+            f(x, "zero_shot_mean_auroc"),
+            f(x, "hub_max_share_i2t"),
+        );
+    }
+    s += "\n**Instance retrieval** (a hit is right only when it is the query's own study; fractions; \
+          rsum = the sum of the six):\n\n\
+          | method | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rsum |\n\
+          |---|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (m, x) in &rows {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            m.method,
+            f(x, "i2t_r1"),
+            f(x, "i2t_r5"),
+            f(x, "i2t_r10"),
+            f(x, "t2i_r1"),
+            f(x, "t2i_r5"),
+            f(x, "t2i_r10"),
+            f(x, "rsum"),
+        );
+    }
+    for o in &r.oracles {
+        let at = |k: usize| {
+            o.recall
+                .iter()
+                .find(|(kk, _)| *kk == k)
+                .map_or("–".to_string(), |(_, v)| format!("{v:.3}"))
+        };
+        s += &format!(
+            "| *{} oracle* | {} | {} | {} | {} | {} | {} | |\n",
+            o.name,
+            at(1),
+            at(5),
+            at(10),
+            at(1),
+            at(5),
+            at(10)
         );
     }
     let test = r
@@ -48,16 +82,18 @@ fn table(r: &EvaluationReport) -> String {
         .first()
         .map_or(0, |m| m.retrieval.image_to_text.queries);
     s += &format!(
-        "\n{test} test studies (random R@10 = {:.1} %). Recall in %, RSUM over R@1/5/10/100 both ways; \
-         AURC at each method's best confidence function. ",
-        100.0 * 10.0 / test.max(1) as f64
+        "\n{test} test studies (random R@10 = {:.3}). ECE: 15 equal-width bins of the top-1 match \
+         probability against \"top-1 is plausible\"; AURC/AUGRC: confidence = top-1 probability, loss = \
+         top-1 not plausible; SGR coverage: share of test image queries answered by selection with \
+         guaranteed risk (no plausible report in the top 5, risk ≤ 0.3 with probability ≥ 0.9, fitted on \
+         validation). Every figure is in `runs/quickstart/summary.json`. ",
+        10.0 / test.max(1) as f64
     );
     let beaten = r.where_beaten("MedProbCLIP");
     if beaten.is_empty() {
         s += "MedProbCLIP comes first on every headline figure of this run.\n";
     } else {
-        s +=
-            &format!(
+        s += &format!(
             "MedProbCLIP does not come first on {} headline figures of this run, among them: {}. \
              The full list is in `runs/quickstart/report.md`.\n",
             beaten.len(),

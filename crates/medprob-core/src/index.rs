@@ -54,9 +54,13 @@ pub const IDS_FILE: &str = "ids.txt";
 /// The human-readable description of an index folder.
 pub const INFO_FILE: &str = "index.json";
 /// The `format` entry of the safetensors metadata.
-pub const FORMAT: &str = "medprob-gaussian-index/2";
+pub const FORMAT: &str = "medprob-gaussian-index/3";
 /// The metadata `format` of the first layout (one `[N, 2, D]` tensor, nothing prepared).
 const FORMAT_V1: &str = "medprob-gaussian-index/1";
+/// The metadata `format` of the second layout: the same tensors, but a match probability
+/// fitted to "is this the query's own study" and an answer threshold with `f64::MAX` for
+/// "never answer".
+const FORMAT_V2: &str = "medprob-gaussian-index/2";
 /// The range of the fused kernels' `y` values, `[min, max]`, written when the index is
 /// finished.
 const Y_RANGE: &str = "search.y_range";
@@ -78,13 +82,50 @@ pub struct IndexInfo {
     /// validation split); without it answers carry distances only.
     #[serde(default)]
     pub match_probability: Option<MatchProbability>,
-    /// Answer a query only when its top-1 match probability is at least this (selective
-    /// retrieval); `None` answers every query.
+    /// When a query is answered rather than abstained on (selective retrieval).
     #[serde(default)]
-    pub answer_threshold: Option<f64>,
+    pub answer_rule: AnswerRule,
+    /// What the match probability and the answer rule count as a match (e.g. "the same
+    /// positive label set (ζ = 0)" or "the query's own study").
+    #[serde(default)]
+    pub relevance: Option<String>,
     /// What the threshold guarantees, in words (e.g. the risk level it was chosen for).
     #[serde(default)]
     pub guarantee: Option<String>,
+}
+
+/// When an index answers a query.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum AnswerRule {
+    /// Every query.
+    #[default]
+    Always,
+    /// No query: no threshold certified the requested risk.
+    Never,
+    /// Queries whose top-1 match probability is at least `threshold`.
+    AtLeast { threshold: f64 },
+}
+
+impl AnswerRule {
+    /// Whether a query whose top-1 probability is `top1` (`None`: the index has no
+    /// probability) is answered.
+    pub fn answers(&self, top1: Option<f64>) -> bool {
+        match (self, top1) {
+            (Self::Always, _) => true,
+            (Self::Never, _) => false,
+            (Self::AtLeast { threshold }, Some(p)) => p >= *threshold,
+            (Self::AtLeast { .. }, None) => false,
+        }
+    }
+
+    /// The threshold, when there is one.
+    pub fn threshold(&self) -> Option<f64> {
+        match self {
+            Self::AtLeast { threshold } => Some(*threshold),
+            _ => None,
+        }
+    }
 }
 
 /// One retrieved item.
@@ -201,10 +242,16 @@ impl GaussianIndexWriter {
         if info.dim == 0 {
             return Err(index_error(dir, "an index needs D ≥ 1"));
         }
-        if info.answer_threshold.is_some_and(|t| !t.is_finite()) {
+        if info.answer_rule.threshold().is_some_and(|t| !t.is_finite()) {
             return Err(index_error(
                 dir,
-                "answer_threshold must be finite (use f64::MAX to answer nothing)",
+                "the answer threshold must be finite (AnswerRule::Never answers nothing)",
+            ));
+        }
+        if info.answer_rule.threshold().is_some() && info.match_probability.is_none() {
+            return Err(index_error(
+                dir,
+                "an answer threshold needs a match probability to compare with",
             ));
         }
         let name = dir
@@ -421,6 +468,16 @@ impl GaussianIndex {
         let format = extra.and_then(|m| m.get("format"));
         match format.map(String::as_str) {
             Some(FORMAT) => {}
+            Some(FORMAT_V2) => {
+                return Err(index_error(
+                    &path,
+                    format!(
+                        "written by an older medprob in the layout {FORMAT_V2:?}, whose match \
+                         probability and answer rule were fitted to \"is this the query's own \
+                         study\"; rebuild the index (retrieve --write-index)"
+                    ),
+                ))
+            }
             Some(FORMAT_V1) => {
                 return Err(index_error(
                     &path,
@@ -691,7 +748,7 @@ impl GaussianIndex {
 impl GaussianIndex {
     /// Answer each query: its `k` nearest items with their match probabilities, its
     /// uncertainty, and whether the index's answer rule answers (top-1 probability at
-    /// least [`IndexInfo::answer_threshold`]; always, without a threshold).
+    /// least the threshold of [`IndexInfo::answer_rule`]).
     pub fn answer(
         &self,
         queries: &GaussianEmbeddings,
@@ -716,11 +773,7 @@ impl GaussianIndex {
                     })
                     .collect();
                 let top1 = hits.first().and_then(|h| h.probability);
-                let answered = match (self.info.answer_threshold, top1) {
-                    (None, _) => true,
-                    (Some(t), Some(p)) => p >= t,
-                    (Some(_), None) => false,
-                };
+                let answered = self.info.answer_rule.answers(top1);
                 IndexAnswer {
                     hits,
                     uncertainty: uncertainty[i].total_variance,

@@ -53,7 +53,7 @@ pub mod tensor;
 pub use distance::{pair_distance, Distance, MLS_EPS};
 pub use embedding::{GaussianEmbeddings, LogVarianceClamp, Uncertainty, LOG_VARIANCE_LIMIT};
 pub use error::{CoreError, Result};
-pub use index::{GaussianIndex, GaussianIndexWriter, IndexAnswer, IndexHit, IndexInfo};
+pub use index::{AnswerRule, GaussianIndex, GaussianIndexWriter, IndexAnswer, IndexHit, IndexInfo};
 pub use kernels::{TopK, TopKAccumulator, TopKOptions};
 pub use match_prob::{sigmoid, MatchProbability, MIN_SCALE};
 pub use mc::{MonteCarloMatch, Squash};

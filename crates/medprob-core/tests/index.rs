@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use medprob_core::index::{EMBEDDINGS_FILE, IDS_FILE};
+use medprob_core::index::{AnswerRule, EMBEDDINGS_FILE, IDS_FILE};
 use medprob_core::{
     kernels, Distance, GaussianEmbeddings, GaussianIndex, GaussianIndexWriter, IndexInfo,
     TopKOptions,
@@ -24,7 +24,8 @@ fn info(distance: Distance, dim: usize, len: usize) -> IndexInfo {
         len,
         description: "test gallery".into(),
         match_probability: None,
-        answer_threshold: None,
+        answer_rule: AnswerRule::Always,
+        relevance: None,
         guarantee: None,
     }
 }
@@ -242,17 +243,16 @@ fn bad_input_fails_and_leaves_nothing_half_written() {
     );
     drop(index);
 
-    // An index of the first layout is refused with the way out.
-    let mut old = bytes.clone();
-    let tag = b"medprob-gaussian-index/2";
-    let at = old.windows(tag.len()).position(|w| w == tag).unwrap();
-    old[at + tag.len() - 1] = b'1';
-    std::fs::write(&file, &old).unwrap();
-    let e = GaussianIndex::open(&dir).err().unwrap().to_string();
-    assert!(
-        e.contains("older layout") && e.contains("--write-index"),
-        "{e}"
-    );
+    // Indexes of the older layouts are refused with the way out.
+    let tag = b"medprob-gaussian-index/3";
+    let at = bytes.windows(tag.len()).position(|w| w == tag).unwrap();
+    for (version, expect) in [(b'1', "older layout"), (b'2', "own study")] {
+        let mut old = bytes.clone();
+        old[at + tag.len() - 1] = version;
+        std::fs::write(&file, &old).unwrap();
+        let e = GaussianIndex::open(&dir).err().unwrap().to_string();
+        assert!(e.contains(expect) && e.contains("--write-index"), "{e}");
+    }
 
     std::fs::write(&file, &bytes).unwrap();
     std::fs::write(dir.join(IDS_FILE), "a\nb\nc\n").unwrap();
@@ -271,7 +271,8 @@ fn answers_carry_probabilities_uncertainty_and_the_abstain_decision() {
         &dir,
         IndexInfo {
             match_probability: Some(calibration),
-            answer_threshold: Some(0.5),
+            answer_rule: AnswerRule::AtLeast { threshold: 0.5 },
+            relevance: Some("test relevance".into()),
             guarantee: Some("test rule".into()),
             ..info(Distance::Csd, 8, 50)
         },
@@ -303,4 +304,9 @@ fn answers_carry_probabilities_uncertainty_and_the_abstain_decision() {
     }
     assert!(answers[0].answered, "the near query is answered");
     assert!(!answers[1].answered, "the far query abstains");
+    assert_eq!(
+        index.info().relevance.as_deref(),
+        Some("test relevance"),
+        "what a match means travels with the index"
+    );
 }

@@ -36,6 +36,21 @@ pub enum DataError {
     #[error("{}: {reason}", path.display())]
     Report { path: PathBuf, reason: String },
 
+    /// A malformed or repeated line of a SynthCXR state file (`state.jsonl`).
+    #[error("{}:{line}: {}{reason}", path.display(), study_prefix(study_id))]
+    State {
+        path: PathBuf,
+        /// 1-based line number in the file.
+        line: u64,
+        /// The study the line is about, when it can be read.
+        study_id: Option<String>,
+        reason: String,
+    },
+
+    /// A state file without a line for a study of the CSV it is read against.
+    #[error("state file {} does not match the CSV: study {study_id} has no state", path.display())]
+    StateMismatch { path: PathBuf, study_id: String },
+
     /// A study that cannot be used for training or evaluation.
     #[error("study {study_id}: {reason}")]
     BadStudy { study_id: String, reason: String },
@@ -48,6 +63,12 @@ impl DataError {
             source,
         }
     }
+}
+
+fn study_prefix(study_id: &Option<String>) -> String {
+    study_id
+        .as_ref()
+        .map_or_else(String::new, |id| format!("study {id}: "))
 }
 
 /// `Result` with [`DataError`].

@@ -3,16 +3,22 @@
 //! thresholds) and on a test split (everything reported). Zero-shot and robustness need
 //! the encoders and are added by the caller.
 
-use medprob_core::{Distance, GaussianEmbeddings, TopKOptions};
+use medprob_core::{Distance, GaussianEmbeddings, MatchProbability, TopK, TopKOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::CalibrationReport;
 use crate::confidence::{confidences, ConfidenceKind};
 use crate::corruption::Corruption;
 use crate::error::{MetricsError, Result};
+use crate::hubness::{hubness, Hubness};
 use crate::label_retrieval::{label_retrieval, ZETAS};
-use crate::posthoc::Platt;
+use crate::plausible::{
+    candidate_outcomes, evaluate_direction, ranked_lists, Judged, PlausibleConfig,
+    PlausibleDirection, PlausibleReport,
+};
+use crate::posthoc::fit_match_probability;
 use crate::ranking::{rank_both_ways, rank_queries, top1_outcomes, QueryRank};
+use crate::relevance::Relevance;
 use crate::report::{
     AurcEntry, Direction, MethodReport, RobustnessEntry, SelectiveEntry, UncertaintyBin,
 };
@@ -22,8 +28,9 @@ use crate::selective::{
     conformal_risk_control, selection_with_guaranteed_risk, Guarantee, Selector,
 };
 
-/// One split's embeddings: images and reports, each with its study key and (optionally)
-/// its label bit mask (bit `c` = CheXpert label `c` positive).
+/// One split's embeddings: images and reports, each with its study key, optionally its
+/// label bit mask (bit `c` = label `label_names[c]` positive) and optionally a hidden-state
+/// key (studies with equal keys show the same findings on the same sides).
 pub struct Split<'a> {
     pub images: &'a GaussianEmbeddings,
     pub image_keys: &'a [u64],
@@ -31,10 +38,48 @@ pub struct Split<'a> {
     pub text_keys: &'a [u64],
     pub image_labels: Option<&'a [u32]>,
     pub text_labels: Option<&'a [u32]>,
+    /// The names of the label bits (per-finding calibration); may be empty.
+    pub label_names: &'a [&'a str],
+    /// Ground-truth state keys, row-aligned with the images and with the texts (evaluation
+    /// only: nothing is fitted to them).
+    pub image_states: Option<&'a [String]>,
+    pub text_states: Option<&'a [String]>,
+}
+
+impl Split<'_> {
+    /// Label relevance at ζ = 0 in both directions, when both sides have labels.
+    fn label_relevance(&self) -> Result<Option<(Relevance, Relevance)>> {
+        Ok(match (self.image_labels, self.text_labels) {
+            (Some(il), Some(tl)) => {
+                let i2t = Relevance::labels(il, tl, 0)?;
+                Some((i2t.clone(), i2t.transpose()))
+            }
+            _ => None,
+        })
+    }
+
+    /// State relevance in both directions, when both sides have state keys.
+    fn state_relevance(&self) -> Option<(Relevance, Relevance)> {
+        match (self.image_states, self.text_states) {
+            (Some(is), Some(ts)) => {
+                let i2t = Relevance::state(is, ts);
+                Some((i2t.clone(), i2t.transpose()))
+            }
+            _ => None,
+        }
+    }
+
+    fn instance_relevance(&self) -> (Relevance, Relevance) {
+        (
+            Relevance::instance(self.image_keys, self.text_keys),
+            Relevance::instance(self.text_keys, self.image_keys),
+        )
+    }
 }
 
 /// What to compute and at which risk levels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EvaluationConfig {
     /// Block sizes of the streaming search.
     pub blocks: TopKOptions,
@@ -49,6 +94,10 @@ pub struct EvaluationConfig {
     /// K and number of bins for recall by query uncertainty.
     pub uncertainty_k: usize,
     pub uncertainty_bins: usize,
+    /// Plausible-match figures: the match probability's fit and the selective rules.
+    pub plausible: PlausibleConfig,
+    /// The `k` of the hubness figure `N_k`.
+    pub hubness_k: usize,
 }
 
 impl Default for EvaluationConfig {
@@ -61,6 +110,8 @@ impl Default for EvaluationConfig {
             sgr_delta: 0.1,
             uncertainty_k: 10,
             uncertainty_bins: 5,
+            plausible: PlausibleConfig::default(),
+            hubness_k: 10,
         }
     }
 }
@@ -95,17 +146,66 @@ fn rank_split(scoring: Scoring, split: &Split<'_>, blocks: &TopKOptions) -> Resu
 }
 
 /// Top-1 probabilities under `probability`, and whether each top-1 is right.
-fn top1_probabilities(ranks: &[QueryRank], probability: Platt) -> (Vec<f64>, Vec<bool>) {
+fn top1_probabilities(ranks: &[QueryRank], probability: MatchProbability) -> (Vec<f64>, Vec<bool>) {
     let (s, correct) = top1_outcomes(ranks);
     (
-        s.into_iter().map(|s| probability.probability(s)).collect(),
+        s.into_iter().map(|s| probability.probability(-s)).collect(),
         correct,
     )
 }
 
-/// Retrieval, label-aware retrieval, calibration, risk–coverage, selective retrieval and
-/// uncertainty bins for one method. The match probability is `σ(a·(−d) + b)` with `(a, b)`
-/// fitted on the validation split's top-1 outcomes (image→text), for every method alike.
+/// The first results of one split's queries, both ways.
+struct Lists {
+    i2t: TopK,
+    t2i: TopK,
+}
+
+fn lists(distance: Distance, split: &Split<'_>, k: usize, blocks: &TopKOptions) -> Result<Lists> {
+    Ok(Lists {
+        i2t: ranked_lists(distance, split.images, split.texts, k, blocks)?,
+        t2i: ranked_lists(distance, split.texts, split.images, k, blocks)?,
+    })
+}
+
+/// The one match probability of a method: `σ(−a·d + b)` fitted on the validation split to
+/// "is this hit a plausible match?" over the first `calibration_k` hits of every query,
+/// both directions pooled — the probability a user reads beside every hit. Plausible means
+/// the same positive label set (ζ = 0); without labels, the query's own study. Returns the
+/// probability and a sentence saying what it was fitted to.
+pub fn fit_plausible_probability(
+    distance: Distance,
+    validation: &Split<'_>,
+    k: usize,
+    blocks: &TopKOptions,
+) -> Result<(MatchProbability, String)> {
+    let l = lists(distance, validation, k, blocks)?;
+    let (relevance, what) = match validation.label_relevance()? {
+        Some(r) => (r, "the same positive label set (ζ = 0)"),
+        None => (
+            validation.instance_relevance(),
+            "the query's own study (no labels)",
+        ),
+    };
+    let (mut d, mut y) = candidate_outcomes(&l.i2t, &relevance.0, k)?;
+    let (d2, y2) = candidate_outcomes(&l.t2i, &relevance.1, k)?;
+    d.extend(d2);
+    y.extend(y2);
+    let p = fit_match_probability(&d, &y)?;
+    Ok((
+        p,
+        format!(
+            "σ(−{:.4}·d + {:.4}): P(a hit is a plausible match), fitted on validation over the first {k} hits \
+             of every query, both ways; plausible = {what}",
+            p.a, p.b
+        ),
+    ))
+}
+
+/// Retrieval, label-aware retrieval, calibration, risk–coverage, selective retrieval,
+/// plausible-match figures, hubness and uncertainty bins for one method. The match
+/// probability is [`fit_plausible_probability`]'s, for every method alike; instance
+/// figures (calibration of "the top-1 is the query's own study", AURC, …) use the same
+/// probability.
 pub fn evaluate_retrieval(
     method: &str,
     score_name: &str,
@@ -117,16 +217,20 @@ pub fn evaluate_retrieval(
     let val = rank_split(scoring, validation, &config.blocks)?;
     let tst = rank_split(scoring, test, &config.blocks)?;
 
-    // Post-hoc probability from the validation split.
-    let (s, y) = top1_outcomes(&val.i2t);
-    if s.is_empty() {
+    if top1_outcomes(&val.i2t).0.is_empty() {
         return Err(MetricsError::Empty {
             what: "evaluate_retrieval",
             detail: "no validation image has its report in the validation gallery",
         });
     }
-    let platt = Platt::fit(&s, &y)?;
-    let logit = |d: f64| platt.scale * -d + platt.shift;
+    let k = config.plausible.list_len();
+    let (probability, probability_text) = fit_plausible_probability(
+        scoring.distance,
+        validation,
+        config.plausible.calibration_k,
+        &config.blocks,
+    )?;
+    let logit = |d: f64| probability.logit(d);
 
     let retrieval = RetrievalReport::new(
         DirectionReport::from_ranks(&tst.i2t)?,
@@ -146,8 +250,93 @@ pub fn evaluate_retrieval(
         _ => Vec::new(),
     };
 
-    let (p, correct) = top1_probabilities(&tst.i2t, platt);
+    let (p, correct) = top1_probabilities(&tst.i2t, probability);
     let calibration = Some(CalibrationReport::new(&p, &correct)?);
+
+    let (lv, lt) = (
+        lists(scoring.distance, validation, k, &config.blocks)?,
+        lists(scoring.distance, test, k, &config.blocks)?,
+    );
+    let mut plausible = Vec::new();
+    for (kind, v_rel, t_rel) in [
+        (
+            crate::relevance::RelevanceKind::Labels,
+            validation.label_relevance()?,
+            test.label_relevance()?,
+        ),
+        (
+            crate::relevance::RelevanceKind::State,
+            validation.state_relevance(),
+            test.state_relevance(),
+        ),
+    ] {
+        let (Some(v_rel), Some(t_rel)) = (v_rel, t_rel) else {
+            continue;
+        };
+        let mut directions: Vec<PlausibleDirection> = Vec::new();
+        for (direction, v_top, t_top, vr, tr, q, g, masks) in [
+            (
+                Direction::ImageToText,
+                &lv.i2t,
+                &lt.i2t,
+                &v_rel.0,
+                &t_rel.0,
+                test.images,
+                test.texts,
+                test.image_labels,
+            ),
+            (
+                Direction::TextToImage,
+                &lv.t2i,
+                &lt.t2i,
+                &v_rel.1,
+                &t_rel.1,
+                test.texts,
+                test.images,
+                test.text_labels,
+            ),
+        ] {
+            directions.push(evaluate_direction(
+                direction,
+                scoring.distance,
+                probability,
+                &Judged {
+                    top: v_top,
+                    relevance: vr,
+                },
+                &Judged {
+                    top: t_top,
+                    relevance: tr,
+                },
+                q,
+                g,
+                masks.map(|m| (m, test.label_names)),
+                &config.plausible,
+                &config.blocks,
+            )?);
+        }
+        plausible.push(PlausibleReport {
+            kind,
+            relevance: t_rel.0.describe(),
+            directions,
+        });
+    }
+    let hubness: Vec<Hubness> = vec![
+        hubness(
+            Direction::ImageToText,
+            scoring.distance,
+            test.images,
+            test.texts,
+            config.hubness_k,
+        )?,
+        hubness(
+            Direction::TextToImage,
+            scoring.distance,
+            test.texts,
+            test.images,
+            config.hubness_k,
+        )?,
+    ];
 
     let variance = |e: &GaussianEmbeddings| -> Vec<f64> {
         e.uncertainty().iter().map(|u| u.total_variance).collect()
@@ -273,11 +462,10 @@ pub fn evaluate_retrieval(
     Ok(MethodReport {
         method: method.to_string(),
         score: score_name.to_string(),
-        probability: format!(
-            "σ({:.4}·(−d) + {:.4}), fitted on validation top-1 outcomes",
-            platt.scale, platt.shift
-        ),
-        match_probability: platt,
+        probability: probability_text,
+        match_probability: probability,
+        plausible,
+        hubness,
         retrieval,
         label_retrieval,
         zero_shot: None,
@@ -306,7 +494,7 @@ fn with_positive(ranks: &[QueryRank], conf: &[f64]) -> Vec<f64> {
 pub fn robustness_entry(
     corruption: Option<(Corruption, u8)>,
     scoring: Scoring,
-    probability: Platt,
+    probability: MatchProbability,
     images: &GaussianEmbeddings,
     image_keys: &[u64],
     texts: &GaussianEmbeddings,

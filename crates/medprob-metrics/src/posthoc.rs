@@ -60,6 +60,64 @@ impl Platt {
     }
 }
 
+/// The match probability `σ(−a·d + b)` fitted by maximum likelihood to distances `d` and
+/// outcomes (is this pair a match?), as the one [`MatchProbability`] every report, answer
+/// and index uses. The scale obeys the same floor as every match probability
+/// ([`medprob_core::MIN_SCALE`]): when the free fit's slope falls below it (distance does
+/// not predict a match), the slope is held at the floor and only `b` is fitted, so the
+/// probability still falls with distance and is the maximum-likelihood one among those
+/// that do.
+///
+/// ```
+/// use medprob_metrics::posthoc::fit_match_probability;
+/// // Matches at small distances, non-matches at large ones.
+/// let d = [0.1, 0.2, 0.3, 1.0, 1.1, 1.2, 0.25, 1.05];
+/// let y = [true, true, true, false, false, false, false, true];
+/// let m = fit_match_probability(&d, &y)?;
+/// assert!(m.a > 1.0 && m.probability(0.1) > m.probability(1.2));
+/// # Ok::<(), medprob_metrics::MetricsError>(())
+/// ```
+///
+/// [`MatchProbability`]: medprob_core::MatchProbability
+pub fn fit_match_probability(
+    distances: &[f64],
+    outcomes: &[bool],
+) -> Result<medprob_core::MatchProbability> {
+    let scores: Vec<f64> = distances.iter().map(|&d| -d).collect();
+    let free = fit(&scores, outcomes, true)?;
+    let (a, b) = if free.scale >= medprob_core::MIN_SCALE {
+        (free.scale, free.shift)
+    } else {
+        let a = medprob_core::MIN_SCALE;
+        (a, fit_shift(&scores, outcomes, a))
+    };
+    Ok(medprob_core::MatchProbability::new(a, b)?)
+}
+
+/// The maximum-likelihood shift `b` of `σ(a·s + b)` with `a` held fixed (Newton's method
+/// on a convex function of one variable, started at the log-odds of the base rate).
+fn fit_shift(s: &[f64], y: &[bool], a: f64) -> f64 {
+    let n = s.len() as f64;
+    let pos = y.iter().filter(|&&v| v).count() as f64;
+    let base = ((pos + 0.5) / (n - pos + 0.5)).ln();
+    let mean_s = s.iter().sum::<f64>() / n;
+    let mut b = base - a * mean_s;
+    for _ in 0..100 {
+        let (mut g, mut h) = (0.0, 0.0);
+        for (&s, &y) in s.iter().zip(y) {
+            let p = medprob_core::sigmoid(a * s + b);
+            g += p - f64::from(u8::from(y));
+            h += p * (1.0 - p);
+        }
+        let step = g / (h + RIDGE * n);
+        b -= step;
+        if step.abs() < 1e-12 {
+            break;
+        }
+    }
+    b
+}
+
 fn fit(s: &[f64], y: &[bool], with_shift: bool) -> Result<Platt> {
     crate::check::len("Platt::fit: outcomes", s.len(), y.len())?;
     if s.is_empty() {
@@ -156,6 +214,32 @@ mod tests {
         );
         let t = Platt::fit_scale(&s, &y).unwrap();
         assert_eq!(t.shift, 0.0);
+    }
+
+    #[test]
+    fn match_probability_keeps_the_floor_and_fits_the_shift() {
+        // Outcomes that do not depend on distance (a quarter are matches at every
+        // distance): the free slope is ~0, below the floor; the floored fit still gets
+        // the base rate right on average.
+        let mut d = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..400 {
+            d.push((i % 10) as f64);
+            y.push((i / 10) % 4 == 0);
+        }
+        let m = fit_match_probability(&d, &y).unwrap();
+        assert_eq!(m.a, medprob_core::MIN_SCALE);
+        let mean_p = d.iter().map(|&x| m.probability(x)).sum::<f64>() / d.len() as f64;
+        assert!((mean_p - 0.25).abs() < 1e-6, "{mean_p}");
+        // Outcomes that do depend on distance keep their free fit.
+        let platt = Platt::fit(
+            &d.iter().map(|x| -x).collect::<Vec<_>>(),
+            &d.iter().map(|&x| x < 3.0).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let m = fit_match_probability(&d, &d.iter().map(|&x| x < 3.0).collect::<Vec<_>>()).unwrap();
+        assert_eq!((m.a, m.b), (platt.scale, platt.shift));
+        assert!(fit_match_probability(&[], &[]).is_err());
     }
 
     #[test]

@@ -109,8 +109,8 @@ pub struct MethodReport {
     pub score: String,
     /// Where the match probability comes from (e.g. "post-hoc Platt on validation").
     pub probability: String,
-    /// The match probability actually used: `σ(scale·(−d) + shift)`.
-    pub match_probability: crate::posthoc::Platt,
+    /// The match probability every figure, answer and index uses: `σ(−a·d + b)`.
+    pub match_probability: medprob_core::MatchProbability,
     pub retrieval: RetrievalReport,
     pub label_retrieval: Vec<LabelRetrieval>,
     pub zero_shot: Option<ZeroShotReport>,
@@ -120,6 +120,13 @@ pub struct MethodReport {
     pub selective: Vec<SelectiveEntry>,
     pub robustness: Vec<RobustnessEntry>,
     pub uncertainty_bins: Vec<UncertaintyBin>,
+    /// The same retrieval judged by plausible matches: label agreement (ζ = 0) and, where
+    /// the data has a ground truth, state agreement.
+    #[serde(default)]
+    pub plausible: Vec<crate::plausible::PlausibleReport>,
+    /// Hubness of each direction's gallery (test split).
+    #[serde(default)]
+    pub hubness: Vec<crate::hubness::Hubness>,
 }
 
 /// A full evaluation: several methods on one dataset split.
@@ -131,6 +138,9 @@ pub struct EvaluationReport {
     /// Free-form remarks shown under the title (seed, hardware, wall time).
     pub notes: Vec<String>,
     pub methods: Vec<MethodReport>,
+    /// Oracle references of the test split (instance recall of a group oracle).
+    #[serde(default)]
+    pub oracles: Vec<crate::oracle::OracleRecall>,
 }
 
 impl EvaluationReport {
@@ -239,6 +249,34 @@ impl EvaluationReport {
                     .map(|x| x.pmrp)
             });
         }
+        // Plausible matches by label agreement: P@1 both ways and the top-1 ECE.
+        let labels = |m: &MethodReport, d: Direction| {
+            m.plausible
+                .iter()
+                .find(|p| p.kind == crate::relevance::RelevanceKind::Labels)
+                .and_then(|p| p.direction(d))
+                .cloned()
+        };
+        for d in [Direction::ImageToText, Direction::TextToImage] {
+            if let Some(mine) = labels(me, d) {
+                let p1 = |x: &crate::plausible::PlausibleDirection| {
+                    x.recall.iter().find(|(k, _)| *k == 1).map(|r| r.1)
+                };
+                if let Some(v) = p1(&mine) {
+                    check(format!("plausible {} P@1", d.short()), v, true, &|o| {
+                        labels(o, d).and_then(|x| p1(&x))
+                    });
+                }
+                if d == Direction::ImageToText {
+                    check(
+                        "plausible ECE (top-1, i2t)".into(),
+                        mine.calibration.ece,
+                        false,
+                        &|o| labels(o, d).map(|x| x.calibration.ece),
+                    );
+                }
+            }
+        }
         // AURC: each method at its best confidence function, per direction and K.
         let best_aurc = |m: &MethodReport, d: Direction, k: usize| {
             m.risk_coverage
@@ -262,13 +300,200 @@ impl EvaluationReport {
         out
     }
 
+    /// The plausible-match sections: per relevance, the headline figures with the oracle
+    /// beside them; hubness; per-finding calibration.
+    pub fn plausible_markdown(&self) -> String {
+        use crate::plausible::PlausibleDirection;
+        let mut s = String::new();
+        let kinds: Vec<(crate::relevance::RelevanceKind, String)> = {
+            let mut v: Vec<(crate::relevance::RelevanceKind, String)> = Vec::new();
+            for m in &self.methods {
+                for p in &m.plausible {
+                    if !v.iter().any(|(k, _)| *k == p.kind) {
+                        v.push((p.kind, p.relevance.clone()));
+                    }
+                }
+            }
+            v
+        };
+        if kinds.is_empty() {
+            return s;
+        }
+        s += "\n## Plausible matches (fractions; a hit is right when a radiologist would accept it)\n\n";
+        s += "A hit counts as right when its study has exactly the query's positive CheXpert label set \
+              (labels, ζ = 0: ignores side) or, on SynthCXR, the same findings on the same sides as the \
+              query's hidden state (state). P@1 = the top-1 hit is right; R@K = a right hit is among the \
+              first K; ECE and risk–coverage use the top-1 match probability as confidence and \
+              \"top-1 not right\" as loss; SGR coverage = share of test queries answered by selection \
+              with guaranteed risk fitted on validation (no right hit in the top 5, risk ≤ 0.3 with \
+              probability ≥ 0.9).\n\n";
+        fn get(
+            m: &MethodReport,
+            kind: crate::relevance::RelevanceKind,
+            d: Direction,
+        ) -> Option<&PlausibleDirection> {
+            m.plausible
+                .iter()
+                .find(|p| p.kind == kind)
+                .and_then(|p| p.direction(d))
+        }
+        let at = |v: &[(usize, f64)], k: usize| {
+            v.iter()
+                .find(|(kk, _)| *kk == k)
+                .map_or("–".to_string(), |(_, x)| format!("{x:.3}"))
+        };
+        for (kind, name) in kinds {
+            s += &format!("### Relevance: {name}\n\n| method | i2t P@1 | R@5 | R@10 | R-prec | t2i P@1 | R@5 | R@10 | R-prec | ECE i2t | AURC i2t K=1 | E-AURC | AUGRC | SGR coverage i2t K=5 (risk) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for m in &self.methods {
+                let (Some(i), Some(t)) = (
+                    get(m, kind, Direction::ImageToText),
+                    get(m, kind, Direction::TextToImage),
+                ) else {
+                    continue;
+                };
+                let k1 = i.risk_coverage.iter().find(|r| r.k == 1);
+                let f = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.3}"));
+                let sgr = i.selective.iter().find(|e| {
+                    e.k == 5
+                        && matches!(e.guarantee, Guarantee::SelectiveRiskWithProbability { .. })
+                });
+                s += &format!(
+                    "| {} | {} | {} | {} | {:.3} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+                    m.method,
+                    at(&i.recall, 1),
+                    at(&i.recall, 5),
+                    at(&i.recall, 10),
+                    i.r_precision.r_precision,
+                    at(&t.recall, 1),
+                    at(&t.recall, 5),
+                    at(&t.recall, 10),
+                    t.r_precision.r_precision,
+                    i.calibration.ece,
+                    f(k1.map(|r| r.aurc)),
+                    f(k1.map(|r| r.eaurc)),
+                    f(k1.map(|r| r.augrc)),
+                    sgr.map_or("–".into(), |e| format!(
+                        "{:.3} ({})",
+                        e.test.coverage,
+                        e.test.selective_risk.map_or("–".into(), |r| format!("{r:.3}"))
+                    )),
+                );
+            }
+            s += "\n";
+        }
+        if !self.oracles.is_empty() {
+            s += "### Oracle references (instance recall, fractions)\n\nAn oracle that knows each study's group and nothing else ranks the query's group first in random order: its expected Recall@K is the mean of min(1, K/|group|). A reference, not a ceiling (a model that sees side or severity can beat the label oracle).\n\n| oracle | groups | largest group | R@1 | R@5 | R@10 |\n|---|---:|---:|---:|---:|---:|\n";
+            for o in &self.oracles {
+                s += &format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    o.name,
+                    o.groups,
+                    o.largest_group,
+                    at(&o.recall, 1),
+                    at(&o.recall, 5),
+                    at(&o.recall, 10)
+                );
+            }
+            s += "\n| method | i2t R@1 | R@10 | t2i R@1 | R@10 |\n|---|---:|---:|---:|---:|\n";
+            for m in &self.methods {
+                let r = &m.retrieval;
+                let pc = |d: &crate::retrieval::DirectionReport, k| {
+                    d.recall_at(k)
+                        .map_or("–".into(), |v| format!("{:.3}", v / 100.0))
+                };
+                s += &format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    m.method,
+                    pc(&r.image_to_text, 1),
+                    pc(&r.image_to_text, 10),
+                    pc(&r.text_to_image, 1),
+                    pc(&r.text_to_image, 10)
+                );
+            }
+            s += "\n";
+        }
+        if self.methods.iter().any(|m| !m.hubness.is_empty()) {
+            s += "### Hubness (test split)\n\nN₁₀ skewness over the gallery (0 = no hubs), the largest share of queries whose first hit is one and the same item, the largest N₁₀ as a share of the queries, and that hub's Σσ² over the gallery's mean (below 1: the hub is more confident than average). Exact ties are shared.\n\n| method | direction | skewness N₁₀ | top-1 hub share | N₁₀ hub share | hub Σσ² / mean |\n|---|---|---:|---:|---:|---:|\n";
+            for m in &self.methods {
+                for h in &m.hubness {
+                    s += &format!(
+                        "| {} | {} | {:.2} | {:.3} | {:.3} | {} |\n",
+                        m.method,
+                        h.direction.short(),
+                        h.skewness,
+                        h.max_top1_share,
+                        h.max_k_share,
+                        if h.hub_variance_ratio.is_nan() {
+                            "–".to_string()
+                        } else {
+                            format!("{:.3}", h.hub_variance_ratio)
+                        }
+                    );
+                }
+            }
+            s += "\n";
+        }
+        // Per-finding calibration, labels relevance, image→text.
+        let with: Vec<&MethodReport> = self
+            .methods
+            .iter()
+            .filter(|m| {
+                get(
+                    m,
+                    crate::relevance::RelevanceKind::Labels,
+                    Direction::ImageToText,
+                )
+                .is_some_and(|p| !p.per_finding.is_empty())
+            })
+            .collect();
+        if let Some(first) = with.first() {
+            s += "### Calibration per finding (labels, image→text: ECE of the top-1 probability within the queries positive for each finding)\n\n";
+            s += &format!(
+                "| finding (queries) | {} |\n|---|{}\n",
+                with.iter()
+                    .map(|m| m.method.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                "---:|".repeat(with.len())
+            );
+            let rows = &get(
+                first,
+                crate::relevance::RelevanceKind::Labels,
+                Direction::ImageToText,
+            )
+            .expect("filtered")
+            .per_finding;
+            for row in rows {
+                s += &format!("| {} ({}) ", row.finding, row.queries);
+                for m in &with {
+                    let v = get(
+                        m,
+                        crate::relevance::RelevanceKind::Labels,
+                        Direction::ImageToText,
+                    )
+                    .and_then(|p| p.per_finding.iter().find(|f| f.finding == row.finding));
+                    s += &v.map_or("| – ".into(), |f| {
+                        format!(
+                            "| {:.3} (p {:.2}, acc {:.2}) ",
+                            f.ece, f.mean_confidence, f.accuracy
+                        )
+                    });
+                }
+                s += "|\n";
+            }
+            s += "\n";
+        }
+        s
+    }
+
     /// The whole report as Markdown; `plots` are image paths relative to the Markdown file.
     pub fn to_markdown(&self, reference: Option<&str>, plots: &[(String, String)]) -> String {
         let mut s = format!("# {}\n\n{}\n\n", self.title, self.dataset);
         for n in &self.notes {
             s += &format!("- {n}\n");
         }
-        s += "\n## Retrieval (Recall@K, %)\n\n";
+        s += &self.plausible_markdown();
+        s += "\n## Instance retrieval: the query's own study (Recall@K, %)\n\n";
         s += &self.retrieval_table();
         s += "\nMean / median rank (1 = first): ";
         s += &self
@@ -351,7 +576,7 @@ impl EvaluationReport {
             s += "|\n";
         }
 
-        s += "\n## Calibration of the top-1 match probability (image→text)\n\n| method | probability | ECE | ECE (equal mass) | Brier | NLL | mean p | top-1 accuracy |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+        s += "\n## Calibration of the top-1 match probability against \"the top-1 is the query's own study\" (image→text)\n\nThe probability is the plausible-match one above, so it overstates the chance that a hit is the query's *own* study: these rows show by how much.\n\n| method | probability | ECE | ECE (equal mass) | Brier | NLL | mean p | top-1 accuracy |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
         for m in &self.methods {
             if let Some(c) = &m.calibration {
                 s += &format!(
@@ -475,7 +700,66 @@ impl EvaluationReport {
             dir.join(file)
         };
 
-        // Reliability diagrams, one panel per method.
+        // Plausible-match reliability diagrams (labels, image→text), one panel per method.
+        let charts: Vec<ReliabilityChart> = self
+            .methods
+            .iter()
+            .filter_map(|m| {
+                m.plausible
+                    .iter()
+                    .find(|p| p.kind == crate::relevance::RelevanceKind::Labels)
+                    .and_then(|p| p.direction(Direction::ImageToText))
+                    .map(|d| ReliabilityChart::from_calibration(&m.method, &d.calibration))
+            })
+            .collect();
+        if !charts.is_empty() {
+            let path = emit(
+                "Reliability of the top-1 match probability, plausible matches (same positive labels)",
+                "reliability_plausible",
+            );
+            plot::reliability_diagram(
+                &path,
+                "Top-1 probability vs \"top-1 has the query's labels\" (image→text)",
+                &charts,
+            )?;
+        }
+        // Plausible risk–coverage, image→text, K = 1.
+        let series: Vec<Series> = self
+            .methods
+            .iter()
+            .filter_map(|m| {
+                let d = m
+                    .plausible
+                    .iter()
+                    .find(|p| p.kind == crate::relevance::RelevanceKind::Labels)?
+                    .direction(Direction::ImageToText)?;
+                let r = d.risk_coverage.iter().find(|r| r.k == 1)?;
+                Some(Series {
+                    name: format!("{} (AURC {:.3}, AUGRC {:.3})", m.method, r.aurc, r.augrc),
+                    points: r.curve.clone(),
+                })
+            })
+            .collect();
+        if !series.is_empty() {
+            let path = emit(
+                "Risk–coverage, plausible matches, image→text top-1",
+                "risk_coverage_plausible",
+            );
+            plot::line_chart(
+                &path,
+                &LineChart {
+                    title: "Risk–coverage, image→text (loss = top-1 not plausible)".into(),
+                    x_label: "coverage (share of queries answered)".into(),
+                    y_label: "selective risk".into(),
+                    x_range: Some((0.0, 1.0)),
+                    y_range: Some((0.0, 1.0)),
+                    series,
+                    diagonal: false,
+                },
+            )?;
+        }
+
+        // Reliability diagrams (instance), one panel per method.
         let charts: Vec<ReliabilityChart> = self
             .methods
             .iter()
@@ -486,10 +770,13 @@ impl EvaluationReport {
             })
             .collect();
         if !charts.is_empty() {
-            let path = emit("Reliability of the top-1 match probability", "reliability");
+            let path = emit(
+                "Reliability of the top-1 match probability against the query's own study",
+                "reliability",
+            );
             plot::reliability_diagram(
                 &path,
-                "Reliability of the top-1 match probability (image→text)",
+                "Top-1 probability vs \"top-1 is the query's own study\" (image→text)",
                 &charts,
             )?;
         }

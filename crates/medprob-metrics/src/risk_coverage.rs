@@ -1,4 +1,6 @@
-//! Risk–coverage curves, AURC and E-AURC (Geifman, Uziel & El-Yaniv 2019; SPEC §7).
+//! Risk–coverage curves, AURC and E-AURC (Geifman, Uziel & El-Yaniv 2019; SPEC §7), and
+//! AUGRC (Traub et al., "Overcoming common flaws in the evaluation of selective
+//! classification systems", NeurIPS 2024).
 //!
 //! Queries are answered in order of decreasing confidence; the selective risk at coverage
 //! `i/N` is the mean loss of the `i` most confident queries. AURC is the mean of that risk
@@ -20,6 +22,9 @@ pub struct RiskCoverage {
     risk: Vec<f64>,
     /// The same for the oracle ordering (lowest loss first).
     oracle: Vec<f64>,
+    /// `generalized[i]` = summed loss of the `i + 1` most confident queries over `N`: the
+    /// joint probability of "answered and wrong" at coverage `(i + 1)/N`.
+    generalized: Vec<f64>,
 }
 
 impl RiskCoverage {
@@ -44,9 +49,19 @@ impl RiskCoverage {
         }
         let mut best = loss.to_vec();
         best.sort_by(f64::total_cmp);
+        let n = ordered.len() as f64;
+        let mut sum = 0.0;
+        let generalized = ordered
+            .iter()
+            .map(|&l| {
+                sum += l;
+                sum / n
+            })
+            .collect();
         Ok(Self {
             risk: cumulative_mean(&ordered),
             oracle: cumulative_mean(&best),
+            generalized,
         })
     }
 
@@ -58,6 +73,14 @@ impl RiskCoverage {
     /// AURC minus the oracle's AURC (0 = the confidence orders queries perfectly).
     pub fn eaurc(&self) -> f64 {
         self.aurc() - mean(&self.oracle)
+    }
+
+    /// Area under the generalized risk–coverage curve: the mean, over the `N` coverage
+    /// levels, of `P(answered and wrong)`. Unlike AURC it does not weigh the few most
+    /// confident answers as heavily as all the others, and it is 0 only when nothing
+    /// answered is wrong (Traub et al. 2024, §3).
+    pub fn augrc(&self) -> f64 {
+        mean(&self.generalized)
     }
 
     /// The selective risk when answering the `⌈c·N⌉` most confident queries (at least one).
@@ -116,6 +139,8 @@ mod tests {
         // Oracle: 0, 0, 1, 1 → 0, 0, 1/3, 1/2.
         let oracle = (0.0 + 0.0 + 1.0 / 3.0 + 0.5) / 4.0;
         assert!((rc.eaurc() - (aurc - oracle)).abs() < 1e-12);
+        // Generalized risk: cumulative losses 0, 1, 1, 2 over N = 4.
+        assert!((rc.augrc() - (0.0 + 0.25 + 0.25 + 0.5) / 4.0).abs() < 1e-12);
         assert_eq!(rc.risk_at(0.5), 0.5);
         assert_eq!(rc.risk_at(1.0), 0.5);
         assert_eq!(rc.risk_at(0.1), 0.0); // at least one query
@@ -131,6 +156,8 @@ mod tests {
         // A constant confidence cannot rank: the curve is flat at the overall risk.
         let rc = RiskCoverage::new(&[0.5; 4], &[1.0, 0.0, 0.0, 0.0]).unwrap();
         assert!((rc.aurc() - 0.25).abs() < 1e-12);
+        // Each query carries loss 1/4: generalized risk i/16 at coverage i/4.
+        assert!((rc.augrc() - (1.0 + 2.0 + 3.0 + 4.0) / 16.0 / 4.0).abs() < 1e-12);
         // Input order does not matter.
         let rc2 = RiskCoverage::new(&[0.5; 4], &[0.0, 0.0, 0.0, 1.0]).unwrap();
         assert_eq!(rc, rc2);

@@ -50,6 +50,9 @@ fn report() -> EvaluationReport {
             text_keys: &keys,
             image_labels: None,
             text_labels: None,
+            label_names: &[],
+            image_states: None,
+            text_states: None,
         };
         let test = Split {
             images: &ti,
@@ -58,6 +61,9 @@ fn report() -> EvaluationReport {
             text_keys: &keys,
             image_labels: Some(&labels),
             text_labels: Some(&labels),
+            label_names: &[],
+            image_states: None,
+            text_states: None,
         };
         let mut m = evaluate_retrieval(name, "CSD", scoring, &val, &test, &config).unwrap();
         m.robustness.push(
@@ -93,6 +99,7 @@ fn report() -> EvaluationReport {
         dataset: "random".into(),
         notes: vec![],
         methods,
+        oracles: Vec::new(),
     }
 }
 

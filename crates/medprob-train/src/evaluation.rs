@@ -12,6 +12,7 @@ use medprob_metrics::corruption::{Corruption, SEVERITIES};
 use medprob_metrics::evaluate::{
     evaluate_retrieval, robustness_entry, EvaluationConfig, Scoring, Split,
 };
+use medprob_metrics::oracle::{group_oracle_recall, OracleRecall};
 use medprob_metrics::report::MethodReport;
 use medprob_metrics::zero_shot::{prompts, zero_shot, PromptScoring, FINDINGS};
 use ndarray::Array2;
@@ -19,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::encode::{embed_images, embed_split, embed_texts, SplitEmbeddings};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+
+/// The K of the retrievals written beside an evaluation (`test_top10.json`).
+pub const TOP_RETRIEVALS: usize = 10;
 
 /// What to evaluate beyond retrieval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,8 +84,88 @@ fn finding_label(study: &StudyRecord, finding: &str) -> Option<bool> {
     }
 }
 
+/// The first [`TOP_RETRIEVALS`] gallery study ids of every test query, both ways (query
+/// study id → gallery study ids, nearest first): enough to recompute every recall and
+/// plausible-match figure from the study CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retrievals {
+    pub i2t: std::collections::BTreeMap<String, Vec<String>>,
+    pub t2i: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// What [`evaluate`] measured: the report, the test retrievals and the oracle references
+/// of the test split.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub report: MethodReport,
+    pub retrievals: Retrievals,
+    pub oracles: Vec<OracleRecall>,
+}
+
+/// The SynthCXR ground truth beside a study CSV (`state.jsonl`), aligned with `studies`;
+/// `None` when there is no such file. A file that does not describe every study is an
+/// error naming it and the study.
+pub fn ground_truth(
+    csv: &std::path::Path,
+    studies: &[StudyRecord],
+) -> Result<Option<Vec<medprob_data::synth::truth::StudyTruth>>> {
+    let path = csv
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(medprob_data::synth::truth::TRUTH_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(medprob_data::synth::truth::read_truth(
+        &path, studies,
+    )?))
+}
+
+/// The group oracles of a test split (module [`medprob_metrics::oracle`]): by positive
+/// label set, and by hidden state where known.
+fn oracles(labels: Option<&[u32]>, states: Option<&[String]>) -> Result<Vec<OracleRecall>> {
+    let ks = [1, 5, 10];
+    let mut out = Vec::new();
+    if let Some(l) = labels {
+        out.push(group_oracle_recall("labels", l, &ks)?);
+    }
+    if let Some(s) = states {
+        out.push(group_oracle_recall("state", s, &ks)?);
+    }
+    Ok(out)
+}
+
+fn top_retrievals(
+    config: &TrainConfig,
+    tst: &SplitEmbeddings,
+    blocks: &TopKOptions,
+) -> Result<Retrievals> {
+    let ids = &tst.study_ids;
+    let one_way = |q: &medprob_core::GaussianEmbeddings, g: &medprob_core::GaussianEmbeddings| {
+        let top = medprob_core::kernels::top_k(
+            config.distance(),
+            q,
+            g,
+            TOP_RETRIEVALS.min(g.len()),
+            blocks,
+        )?;
+        Ok::<_, TrainError>(
+            ids.iter()
+                .zip(top.indices.rows())
+                .map(|(id, row)| (id.clone(), row.iter().map(|&j| ids[j].clone()).collect()))
+                .collect(),
+        )
+    };
+    Ok(Retrievals {
+        i2t: one_way(&tst.images, &tst.texts)?,
+        t2i: one_way(&tst.texts, &tst.images)?,
+    })
+}
+
 /// Evaluate `model` on `test`, with `validation` used to fit the match probability and
-/// the selective-retrieval thresholds.
+/// the selective-retrieval thresholds. Where the study CSV has a SynthCXR ground truth
+/// beside it (`state.jsonl`), plausible figures are also reported by state agreement; the
+/// ground truth is read for evaluation only.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &MedProbModel,
@@ -92,7 +176,7 @@ pub fn evaluate(
     options: &EvalOptions,
     device: &Device,
     mut progress: impl FnMut(&str),
-) -> Result<MethodReport> {
+) -> Result<Evaluated> {
     let size = config.data.image_size;
     progress("embedding validation and test splits");
     let val = embed_split(model, tokenizer, validation, size, None, device)?;
@@ -104,8 +188,19 @@ pub fn evaluate(
             .map(|&i| label_mask(&loader.studies()[i]))
             .collect()
     };
+    let states = |e: &SplitEmbeddings, loader: &StudyLoader| -> Result<Option<Vec<String>>> {
+        let studies: Vec<StudyRecord> = e
+            .study_index
+            .iter()
+            .map(|&i| loader.studies()[i].clone())
+            .collect();
+        Ok(ground_truth(&config.data.studies, &studies)?
+            .map(|t| t.iter().map(|t| t.state_key()).collect()))
+    };
     let (vk, tk) = (keys(&val), keys(&tst));
     let (vl, tl) = (labels(&val, validation), labels(&tst, test));
+    let (vs, ts) = (states(&val, validation)?, states(&tst, test)?);
+    let label_names: Vec<&str> = medprob_data::CHEXPERT_LABELS.to_vec();
     let scoring = Scoring {
         distance: config.distance(),
         probabilistic: config.method.probabilistic(),
@@ -117,6 +212,9 @@ pub fn evaluate(
         text_keys: &vk,
         image_labels: vl.as_deref(),
         text_labels: vl.as_deref(),
+        label_names: &label_names,
+        image_states: vs.as_deref(),
+        text_states: vs.as_deref(),
     };
     let t = Split {
         images: &tst.images,
@@ -125,6 +223,9 @@ pub fn evaluate(
         text_keys: &tk,
         image_labels: tl.as_deref(),
         text_labels: tl.as_deref(),
+        label_names: &label_names,
+        image_states: ts.as_deref(),
+        text_states: ts.as_deref(),
     };
     progress("retrieval, calibration, risk–coverage and selective retrieval");
     let score_name = if scoring.probabilistic {
@@ -149,6 +250,8 @@ pub fn evaluate(
     }
 
     let blocks = TopKOptions::default();
+    let retrievals = top_retrievals(config, &tst, &blocks)?;
+    let oracles = oracles(tl.as_deref(), ts.as_deref())?;
     report.robustness.push(robustness_entry(
         None,
         scoring,
@@ -175,7 +278,11 @@ pub fn evaluate(
             )?);
         }
     }
-    Ok(report)
+    Ok(Evaluated {
+        report,
+        retrievals,
+        oracles,
+    })
 }
 
 fn zero_shot_report(
@@ -199,7 +306,7 @@ fn zero_shot_report(
             let e = embed_texts(model, tokenizer, &set, device)?;
             let scores: Array2<f64> = if probabilistic {
                 let d = medprob_core::kernels::pairwise(config.distance(), &tst.images, &e)?;
-                d.mapv(|d| report.match_probability.probability(-(d as f64)))
+                d.mapv(|d| report.match_probability.probability(d as f64))
             } else {
                 tst.images.mean().dot(&e.mean().t()).mapv(f64::from)
             };

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use medprob_data::tokenize::ReportTokenizer;
 use medprob_encoders::MedProbModel;
-use medprob_metrics::report::{EvaluationReport, MethodReport};
+use medprob_metrics::report::EvaluationReport;
 
 use crate::checkpoint;
 use crate::config::{Method, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::evaluation::{evaluate, EvalOptions};
+use crate::evaluation::{evaluate, EvalOptions, Evaluated};
 use crate::setup::{loader, read_splits};
 use crate::trainer::{train, Verbosity};
 
@@ -70,7 +70,7 @@ pub fn evaluate_checkpoint(
     checkpoint: &Path,
     options: &EvalOptions,
     progress: impl FnMut(&str),
-) -> Result<MethodReport> {
+) -> Result<Evaluated> {
     let device = config.device.device()?;
     let (model, tokenizer) = load_checkpoint(checkpoint, config.data.max_tokens, &device)?;
     let splits = read_splits(&config.data.studies, &config.data.limits)?;
@@ -87,15 +87,25 @@ pub fn evaluate_checkpoint(
     )
 }
 
+/// Write the test retrievals of an evaluation as `dir/test_top10.json`, atomically.
+pub fn write_retrievals(evaluated: &Evaluated, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let path = dir.join("test_top10.json");
+    let json = serde_json::to_vec(&evaluated.retrievals).expect("retrievals serialise");
+    medprob_core::fs::write_atomic(&path, &json).map_err(|e| TrainError::io(&path, e))?;
+    Ok(path)
+}
+
 /// Train (or finish training) every method in `methods` from `base` into
-/// `out/<method>/`, then evaluate each on the test split.
+/// `out/<method>/`, then evaluate each on the test split and write its test retrievals
+/// into `out/<method>/test_top10.json`.
 pub fn compare(
     base: &TrainConfig,
     methods: &[Method],
     options: &EvalOptions,
     out: &Path,
     verbosity: Verbosity,
-) -> Result<Vec<MethodReport>> {
+) -> Result<Vec<Evaluated>> {
     let mut reports = Vec::with_capacity(methods.len());
     for &method in methods {
         let config = TrainConfig {
@@ -120,16 +130,22 @@ pub fn compare(
                 println!("{}: {what}", method.display_name());
             }
         })?;
+        write_retrievals(&report, &config.out)?;
         reports.push(report);
     }
     Ok(reports)
 }
 
-/// Write `metrics.json`, the plots (PNG) and `report.md` into `out`; `reference` is the
-/// method whose losses the report lists.
+/// Write `metrics.json`, `summary.json` (module [`medprob_metrics::summary`]), the plots
+/// (PNG) and `report.md` into `out`; `reference` is the method whose losses the report
+/// lists.
 pub fn write_report(report: &EvaluationReport, out: &Path, reference: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     report.save_json(&out.join("metrics.json"))?;
+    let summary = serde_json::to_vec_pretty(&medprob_metrics::summary::summary(report))
+        .expect("summary serialises");
+    let path = out.join("summary.json");
+    medprob_core::fs::write_atomic(&path, &summary).map_err(|e| TrainError::io(&path, e))?;
     let plots = report.write_plots(out, "png")?;
     let md = report.to_markdown(reference, &plots);
     let path = out.join("report.md");

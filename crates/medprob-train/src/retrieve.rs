@@ -2,29 +2,41 @@
 //! probabilities, the query's uncertainty and an answer/abstain decision whose risk is
 //! controlled: the threshold comes from selection with guaranteed risk on the validation
 //! split (SPEC §7), and the answer says which guarantee it carries.
+//!
+//! The probability beside every hit is the one the evaluation reports
+//! ([`medprob_metrics::evaluate::fit_plausible_probability`]): the probability that the hit
+//! is a *plausible* match — a study with the query's positive label set — fitted on the
+//! gallery CSV's own validation split. The answer rule bounds the chance that no correct
+//! item is among the `k` hits, correct meaning plausible (the default) or the query's own
+//! study ([`AnswerRelevance`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use medprob_core::{
-    kernels, GaussianEmbeddings, GaussianIndex, GaussianIndexWriter, IndexInfo, MatchProbability,
-    TopKOptions,
+    kernels, AnswerRule, GaussianEmbeddings, GaussianIndex, GaussianIndexWriter, IndexInfo,
+    MatchProbability, TopKOptions,
 };
 use medprob_data::image::{decode, eval_transform};
 use medprob_data::tokenize::ReportTokenizer;
+use medprob_data::{read_studies_limited, StudyRecord};
 use medprob_encoders::MedProbModel;
-use medprob_metrics::confidence::{confidences, ConfidenceKind};
-use medprob_metrics::posthoc::Platt;
-use medprob_metrics::ranking::{rank_both_ways, top1_outcomes};
+use medprob_metrics::evaluate::{fit_plausible_probability, Split};
+use medprob_metrics::plausible::ranked_lists;
+use medprob_metrics::relevance::Relevance;
 use medprob_metrics::selective::{selection_with_guaranteed_risk, Guarantee, Selector};
 use serde::Serialize;
 
 use crate::config::TrainConfig;
 use crate::encode::{embed_split, embed_texts, to_gaussian, SplitEmbeddings};
 use crate::error::{Result, TrainError};
+use crate::evaluation::label_mask;
 use crate::objective::image_tensor;
 use crate::pipeline::load_checkpoint;
-use crate::setup::{loader, loader_config, read_splits};
+use crate::setup::{loader, loader_config};
+
+/// Hits per query the match probability is fitted to (as in the evaluation).
+const CALIBRATION_K: usize = 10;
 
 /// What is asked.
 #[derive(Debug, Clone)]
@@ -35,16 +47,83 @@ pub enum Query {
     Report(String),
 }
 
+/// What is known of a query's ground truth, so each hit can be marked right or wrong.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryTruth {
+    /// The study the query comes from (its own study is the instance match).
+    pub study_id: Option<String>,
+    /// Its positive CheXpert labels as a bit mask (plausible matches share it exactly).
+    pub labels: Option<u32>,
+}
+
+/// A query's positive labels given by name, separated by `;` (e.g. `"Pleural Effusion;
+/// Cardiomegaly"`, case-insensitive), as the bit mask of [`medprob_data::CHEXPERT_LABELS`].
+/// An empty list is "No Finding". A name that is not a label is an error listing the labels.
+pub fn parse_label_set(text: &str) -> Result<u32> {
+    let mut mask = 0u32;
+    for name in text.split(';').map(str::trim).filter(|n| !n.is_empty()) {
+        let c = medprob_data::CHEXPERT_LABELS
+            .iter()
+            .position(|l| l.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                TrainError::config(
+                    "labels",
+                    format!(
+                        "unknown label {name:?}; the labels are {}",
+                        medprob_data::CHEXPERT_LABELS.join(", ")
+                    ),
+                )
+            })?;
+        mask |= 1 << c;
+    }
+    if mask == 0 {
+        let c = medprob_data::CHEXPERT_LABELS
+            .iter()
+            .position(|l| *l == "No Finding")
+            .expect("No Finding is a CheXpert label");
+        mask = 1 << c;
+    }
+    Ok(mask)
+}
+
+/// What counts as a correct answer for the answer rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerRelevance {
+    /// A study with exactly the query's positive label set (falls back to the query's own
+    /// study where the CSV has no labels).
+    Plausible,
+    /// The query's own study.
+    Instance,
+}
+
+impl std::str::FromStr for AnswerRelevance {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "plausible" => Ok(Self::Plausible),
+            "instance" => Ok(Self::Instance),
+            other => Err(format!(
+                "unknown relevance {other:?}: use plausible or instance"
+            )),
+        }
+    }
+}
+
 /// One retrieved study.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hit {
     pub study_id: String,
     pub distance: f64,
-    /// Calibrated probability that this is the query's match.
+    /// Calibrated probability that this hit is a plausible match for the query.
     pub probability: f64,
     /// The report (image queries) or the image path (report queries); empty for answers
     /// from an index, which stores ids only.
     pub item: String,
+    /// Whether the hit has exactly the query's positive labels (`None`: unknown).
+    pub plausible: Option<bool>,
+    /// Whether the hit is the query's own study (`None`: unknown).
+    pub own_study: Option<bool>,
 }
 
 /// The answer to one query.
@@ -60,6 +139,8 @@ pub struct Answer {
     /// The threshold and the guarantee behind the decision.
     pub threshold: Option<f64>,
     pub guarantee: String,
+    /// What the probability and the rule count as a match, and where they were fitted.
+    pub calibration: String,
 }
 
 /// A model, a gallery and a calibrated abstention rule.
@@ -70,51 +151,119 @@ pub struct Retriever {
     device: Device,
     gallery_images: SplitEmbeddings,
     gallery_items: Vec<(String, String, String)>,
-    /// Platt scaling of the validation split's top-1 outcomes, as a match probability
-    /// (slope floored at 1e-3 like every match probability, so a fit in which distance
-    /// does not predict a match still gives probabilities that fall with distance). The
-    /// indexes [`Retriever::write_indexes`] writes store exactly this.
+    /// Every study of the gallery CSV (any split), to recognise a query that is one of them.
+    studies: Vec<StudyRecord>,
+    /// The gallery studies' label masks, row-aligned with `gallery_items`.
+    gallery_labels: Vec<Option<u32>>,
+    /// The plausible-match probability (the evaluation's), as stored in the indexes.
     calibration: MatchProbability,
+    calibration_text: String,
     image_rule: (Selector, Guarantee),
     report_rule: (Selector, Guarantee),
+    relevance: AnswerRelevance,
     k: usize,
+    warnings: Vec<String>,
+}
+
+/// How a [`Retriever`] decides.
+#[derive(Debug, Clone)]
+pub struct RetrieveOptions {
+    /// Hits returned; the rule's loss is "no correct item among them".
+    pub k: usize,
+    /// Bound on `P(no correct item in the top k | answered)`.
+    pub alpha: f64,
+    /// The bound holds with probability `≥ 1 − delta` over the calibration split.
+    pub delta: f64,
+    /// What the rule counts as correct.
+    pub relevance: AnswerRelevance,
+    /// A study CSV whose validation split calibrates the probability and the rule when
+    /// the gallery CSV has none (e.g. the run's own); without it such a gallery is an
+    /// error.
+    pub fallback_calibration: Option<PathBuf>,
+}
+
+impl RetrieveOptions {
+    /// Top-`k`, risk `alpha` with confidence `1 − delta`, plausible relevance.
+    pub fn new(k: usize, alpha: f64, delta: f64) -> Self {
+        Self {
+            k,
+            alpha,
+            delta,
+            relevance: AnswerRelevance::Plausible,
+            fallback_calibration: None,
+        }
+    }
 }
 
 impl Retriever {
     /// Load `checkpoint`, embed the `gallery_split` of `config.data.studies` as the
-    /// gallery, and calibrate the answer rule on its validation split: answer when the
-    /// top-1 probability clears the threshold that bounds `P(best match not in the top
-    /// k | answered) ≤ alpha` with probability `≥ 1 − delta`.
+    /// gallery, and calibrate on that CSV's validation split: the plausible-match
+    /// probability, and the rule that answers when the top-1 probability clears the
+    /// threshold bounding `P(no correct item in the top k | answered) ≤ alpha` with
+    /// probability `≥ 1 − delta`.
     pub fn new(
         config: &TrainConfig,
         checkpoint: &Path,
         gallery_split: medprob_data::Split,
-        k: usize,
-        alpha: f64,
-        delta: f64,
+        options: &RetrieveOptions,
     ) -> Result<Self> {
         let device = config.device.device()?;
         let (model, tokenizer) = load_checkpoint(checkpoint, config.data.max_tokens, &device)?;
-        let splits = read_splits(&config.data.studies, &config.data.limits)?;
-        let gallery = match gallery_split {
-            medprob_data::Split::Train => splits.train,
-            medprob_data::Split::Validate => splits.validate.clone(),
-            medprob_data::Split::Test => splits.test,
+        let csv = &config.data.studies;
+        let studies = read_studies_limited(csv, &config.data.limits)?;
+        let of = |studies: &[StudyRecord], split| -> Vec<StudyRecord> {
+            studies
+                .iter()
+                .filter(|s| s.split == Some(split))
+                .cloned()
+                .collect()
         };
+        let gallery = of(&studies, gallery_split);
         if gallery.is_empty() {
             return Err(TrainError::Input {
-                path: config.data.studies.clone(),
+                path: csv.clone(),
                 reason: format!("no study has split = {gallery_split:?}"),
             });
+        }
+        let mut warnings = Vec::new();
+        let mut validation = of(&studies, medprob_data::Split::Validate);
+        let mut calibrated_on = csv.clone();
+        if validation.is_empty() {
+            let Some(fallback) = &options.fallback_calibration else {
+                return Err(TrainError::Input {
+                    path: csv.clone(),
+                    reason: "no study has split = validate, so the match probability and the \
+                             answer rule cannot be calibrated for this gallery"
+                        .into(),
+                });
+            };
+            let other = read_studies_limited(fallback, &config.data.limits)?;
+            validation = of(&other, medprob_data::Split::Validate);
+            if validation.is_empty() {
+                return Err(TrainError::Input {
+                    path: fallback.clone(),
+                    reason: "no study has split = validate".into(),
+                });
+            }
+            warnings.push(format!(
+                "warning: {} has no validation split; the match probability and the answer rule \
+                 were calibrated on {}'s instead, a different gallery: its probabilities and \
+                 guarantee may not hold here",
+                csv.display(),
+                fallback.display()
+            ));
+            calibrated_on = fallback.clone();
         }
         let size = config.data.image_size;
         let g_loader = loader(config, gallery, false)?;
         let gallery_images = embed_split(&model, &tokenizer, &g_loader, size, None, &device)?;
+        let mut gallery_labels = Vec::new();
         let gallery_items = gallery_images
             .study_index
             .iter()
             .map(|&i| {
                 let s = &g_loader.studies()[i];
+                gallery_labels.push(label_mask(s));
                 let report = medprob_data::sampling::evaluation_text(s)
                     .unwrap_or_default()
                     .to_string();
@@ -125,48 +274,124 @@ impl Retriever {
             })
             .collect();
 
-        let v_loader = loader(config, splits.validate, false)?;
+        let v_loader = loader(config, validation, false)?;
         let val = embed_split(&model, &tokenizer, &v_loader, size, None, &device)?;
-        let ids = &val.study_ids;
-        let (i2t, t2i) = rank_both_ways(
-            config.distance(),
-            &val.images,
-            ids,
-            &val.texts,
-            ids,
-            &TopKOptions::default(),
-        )?;
-        let (s, y) = top1_outcomes(&i2t);
-        let platt = Platt::fit(&s, &y)?;
-        let calibration = MatchProbability::new(platt.scale, platt.shift)?;
-        let logit = |x: f64| calibration.logit(x);
-        let rule =
-            |ranks: &[medprob_metrics::ranking::QueryRank]| -> Result<(Selector, Guarantee)> {
-                let conf = confidences(ConfidenceKind::Top1Probability, ranks, logit, None)
-                    .expect("top-1 probability needs no variance");
-                let wrong: Vec<bool> = ranks.iter().map(|r| !r.hit(k)).collect();
-                let sel = selection_with_guaranteed_risk(&conf, &wrong, alpha, delta)?;
-                Ok((
-                    sel,
-                    Guarantee::SelectiveRiskWithProbability { alpha, delta },
-                ))
-            };
+        let keys: Vec<u64> = (0..val.study_ids.len() as u64).collect();
+        let labels: Option<Vec<u32>> = val
+            .study_index
+            .iter()
+            .map(|&i| label_mask(&v_loader.studies()[i]))
+            .collect();
+        let split = Split {
+            images: &val.images,
+            image_keys: &keys,
+            texts: &val.texts,
+            text_keys: &keys,
+            image_labels: labels.as_deref(),
+            text_labels: labels.as_deref(),
+            label_names: &[],
+            image_states: None,
+            text_states: None,
+        };
+        let blocks = TopKOptions::default();
+        let (calibration, what) =
+            fit_plausible_probability(config.distance(), &split, CALIBRATION_K, &blocks)?;
+        let calibration_text = format!("{what}; calibrated on {}", calibrated_on.display());
+        let k = options.k;
+        let (alpha, delta) = (options.alpha, options.delta);
+        let i2t = match (options.relevance, &labels) {
+            (AnswerRelevance::Plausible, Some(l)) => Relevance::labels(l, l, 0)?,
+            _ => Relevance::instance(&keys, &keys),
+        };
+        let rule = |queries: &GaussianEmbeddings,
+                    gallery: &GaussianEmbeddings,
+                    relevance: &Relevance|
+         -> Result<(Selector, Guarantee)> {
+            let top = ranked_lists(config.distance(), queries, gallery, k, &blocks)?;
+            let (mut conf, mut wrong) = (Vec::new(), Vec::new());
+            for q in 0..queries.len() {
+                if relevance.count(q) == 0 {
+                    continue;
+                }
+                conf.push(calibration.probability(top.distances[[q, 0]] as f64));
+                wrong.push(
+                    !top.indices
+                        .row(q)
+                        .iter()
+                        .any(|&g| relevance.is_relevant(q, g)),
+                );
+            }
+            let sel = selection_with_guaranteed_risk(&conf, &wrong, alpha, delta)?;
+            Ok((
+                sel,
+                Guarantee::SelectiveRiskWithProbability { alpha, delta },
+            ))
+        };
         Ok(Self {
-            image_rule: rule(&i2t)?,
-            report_rule: rule(&t2i)?,
+            image_rule: rule(&val.images, &val.texts, &i2t)?,
+            report_rule: rule(&val.texts, &val.images, &i2t.transpose())?,
             model,
             tokenizer,
             config: config.clone(),
             device,
             gallery_images,
             gallery_items,
+            studies,
+            gallery_labels,
             calibration,
+            calibration_text,
+            relevance: if labels.is_some() {
+                options.relevance
+            } else {
+                AnswerRelevance::Instance
+            },
             k,
+            warnings,
         })
     }
 
-    /// Answer one query.
-    pub fn query(&self, query: &Query) -> Result<Answer> {
+    /// Warnings about the calibration (e.g. it comes from another CSV).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The study of the gallery CSV (any split) with this id.
+    pub fn study(&self, id: &str) -> Option<&StudyRecord> {
+        self.studies.iter().find(|s| s.study_id == id)
+    }
+
+    /// What is known of a query: an image file that is one of the CSV's images belongs to
+    /// that study.
+    pub fn truth_of(&self, query: &Query) -> QueryTruth {
+        let study = match query {
+            Query::Image(path) => self.studies.iter().find(|s| {
+                s.image_paths
+                    .iter()
+                    .any(|p| !p.as_os_str().is_empty() && path.ends_with(p))
+            }),
+            Query::Report(_) => None,
+        };
+        study.map_or_else(QueryTruth::default, |s| QueryTruth {
+            study_id: Some(s.study_id.clone()),
+            labels: label_mask(s),
+        })
+    }
+
+    /// The rule's guarantee in words.
+    fn describe(&self, guarantee: &Guarantee) -> String {
+        format!(
+            "{} (loss: no {} in the top {})",
+            guarantee.describe(),
+            match self.relevance {
+                AnswerRelevance::Plausible => "plausible match (same positive labels)",
+                AnswerRelevance::Instance => "hit of the query's own study",
+            },
+            self.k
+        )
+    }
+
+    /// Answer one query; `truth` marks each hit right or wrong where it is known.
+    pub fn query_with(&self, query: &Query, truth: &QueryTruth) -> Result<Answer> {
         let q = embed_query(
             &self.model,
             &self.tokenizer,
@@ -182,7 +407,7 @@ impl Retriever {
             self.config.distance(),
             &q,
             gallery,
-            self.k,
+            self.k.min(gallery.len()),
             &TopKOptions::default(),
         )?;
         let hits: Vec<Hit> = top
@@ -200,6 +425,11 @@ impl Retriever {
                         Query::Image(_) => report.clone(),
                         Query::Report(_) => image.clone(),
                     },
+                    plausible: truth
+                        .labels
+                        .zip(self.gallery_labels[j])
+                        .map(|(a, b)| a == b),
+                    own_study: truth.study_id.as_ref().map(|s| s == id),
                 }
             })
             .collect();
@@ -213,15 +443,17 @@ impl Retriever {
         Ok(Answer {
             answered: selector.answers(confidence),
             threshold: (*selector != Selector::ABSTAIN).then_some(selector.threshold),
-            guarantee: format!(
-                "{} (loss: best match not in the top {})",
-                guarantee.describe(),
-                self.k
-            ),
+            guarantee: self.describe(guarantee),
+            calibration: self.calibration_text.clone(),
             hits,
             uncertainty,
             confidence,
         })
+    }
+
+    /// Answer one query, recognising it when it is an image of the gallery CSV.
+    pub fn query(&self, query: &Query) -> Result<Answer> {
+        self.query_with(query, &self.truth_of(query))
     }
 
     /// Number of gallery studies.
@@ -273,12 +505,9 @@ impl Retriever {
                     self.config.method.display_name()
                 ),
                 match_probability: Some(calibration),
-                answer_threshold: Some(inclusive_threshold(selector)),
-                guarantee: Some(format!(
-                    "{} (loss: best match not in the top {})",
-                    guarantee.describe(),
-                    self.k
-                )),
+                answer_rule: answer_rule(selector),
+                relevance: Some(self.calibration_text.clone()),
+                guarantee: Some(self.describe(guarantee)),
             };
             let mut w = GaussianIndexWriter::create(&dir.join(name), info)?;
             w.push(gallery, &ids)?;
@@ -293,18 +522,20 @@ pub const REPORTS_INDEX: &str = "reports";
 /// Sub-folder of [`Retriever::write_indexes`] holding the images (for report queries).
 pub const IMAGES_INDEX: &str = "images";
 
-/// The threshold `t` such that `p ≥ t` answers exactly what `selector` answers (an index
-/// stores one inclusive threshold; "answer nothing" becomes one no probability reaches).
-fn inclusive_threshold(selector: &Selector) -> f64 {
+/// The index rule that answers exactly what `selector` answers (an index stores one
+/// inclusive threshold, or "never", or "always").
+fn answer_rule(selector: &Selector) -> AnswerRule {
     let t = selector.threshold;
     if t == f64::INFINITY {
-        f64::MAX
+        AnswerRule::Never
     } else if t == f64::NEG_INFINITY {
-        -f64::MAX
+        AnswerRule::Always
     } else if selector.inclusive {
-        t
+        AnswerRule::AtLeast { threshold: t }
     } else {
-        t.next_up()
+        AnswerRule::AtLeast {
+            threshold: t.next_up(),
+        }
     }
 }
 
@@ -370,11 +601,53 @@ pub fn query_index(
                 distance: h.distance as f64,
                 probability: h.probability.unwrap_or(f64::NAN),
                 item: String::new(),
+                plausible: None,
+                own_study: None,
             })
             .collect(),
         uncertainty: config.method.probabilistic().then_some(a.uncertainty),
         answered: a.answered,
-        threshold: info.answer_threshold.filter(|t| *t <= 1.0),
+        threshold: info.answer_rule.threshold(),
         guarantee: info.guarantee.clone().unwrap_or_default(),
+        calibration: info.relevance.clone().unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_sets_by_name() {
+        let labels = medprob_data::CHEXPERT_LABELS;
+        let bit = |name: &str| 1u32 << labels.iter().position(|l| *l == name).unwrap();
+        assert_eq!(
+            parse_label_set("pleural effusion; Cardiomegaly").unwrap(),
+            bit("Pleural Effusion") | bit("Cardiomegaly")
+        );
+        assert_eq!(parse_label_set("").unwrap(), bit("No Finding"));
+        let e = parse_label_set("Pleural Effusion;Effusion").unwrap_err().to_string();
+        assert!(e.contains("\"Effusion\"") && e.contains("Cardiomegaly"), "{e}");
+    }
+
+    #[test]
+    fn index_rules_answer_what_the_selector_answers() {
+        assert_eq!(answer_rule(&Selector::ABSTAIN), AnswerRule::Never);
+        let all = Selector {
+            threshold: f64::NEG_INFINITY,
+            inclusive: false,
+        };
+        assert_eq!(answer_rule(&all), AnswerRule::Always);
+        let strict = Selector {
+            threshold: 0.25,
+            inclusive: false,
+        };
+        let rule = answer_rule(&strict);
+        assert!(!rule.answers(Some(0.25)) && rule.answers(Some(0.25f64.next_up())));
+        let inclusive = Selector {
+            threshold: 0.25,
+            inclusive: true,
+        };
+        assert!(answer_rule(&inclusive).answers(Some(0.25)));
+    }
 }

@@ -711,6 +711,9 @@ impl SectionTower {
             text_keys: &vk,
             image_labels: vl.as_deref(),
             text_labels: vl.as_deref(),
+            label_names: &[],
+            image_states: None,
+            text_states: None,
         };
         let t = Split {
             images: &tf,
@@ -719,6 +722,9 @@ impl SectionTower {
             text_keys: &tk,
             image_labels: tl.as_deref(),
             text_labels: tl.as_deref(),
+            label_names: &[],
+            image_states: None,
+            text_states: None,
         };
         let distance = self.distance();
         let scoring = Scoring {

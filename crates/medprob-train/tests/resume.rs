@@ -333,8 +333,11 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         corruptions: vec![Corruption::Rotation, Corruption::GaussianNoise],
         ..EvalOptions::default()
     };
-    let a = evaluate_checkpoint(&cfg, &cfg.out, &options, |_| {}).unwrap();
-    let b = evaluate_checkpoint(&cfg, &trained.best_checkpoint, &options, |_| {}).unwrap();
+    let evaluated = evaluate_checkpoint(&cfg, &cfg.out, &options, |_| {}).unwrap();
+    let a = evaluated.report.clone();
+    let b = evaluate_checkpoint(&cfg, &trained.best_checkpoint, &options, |_| {})
+        .unwrap()
+        .report;
     assert_eq!(
         serde_json::to_string(&a).unwrap(),
         serde_json::to_string(&b).unwrap()
@@ -346,7 +349,68 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
     assert!(!a.selective.is_empty() && !a.risk_coverage.is_empty());
     assert_eq!(a.label_retrieval.len(), 3);
 
-    let r = Retriever::new(&cfg, &cfg.out, medprob_data::Split::Test, 3, 0.5, 0.1).unwrap();
+    // Plausible matches by labels and, from the generator's state.jsonl, by state; both
+    // ways, with the label oracle and the state oracle, hubness, and the top-10 lists.
+    use medprob_metrics::relevance::RelevanceKind;
+    let kinds: Vec<RelevanceKind> = a.plausible.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, vec![RelevanceKind::Labels, RelevanceKind::State]);
+    let test_studies = a.retrieval.image_to_text.queries;
+    for p in &a.plausible {
+        assert_eq!(p.directions.len(), 2);
+        for d in &p.directions {
+            assert_eq!(d.queries + d.without_relevant, test_studies);
+            // Every query's own report has its labels and state: all are answerable, and
+            // plausible recall is at least instance recall.
+            assert_eq!(d.without_relevant, 0);
+            assert!(d.recall.windows(2).all(|w| w[0].1 <= w[1].1));
+            assert!((0.0..=1.0).contains(&d.calibration.ece));
+        }
+    }
+    let labels_i2t = &a.plausible[0].directions[0];
+    assert!(labels_i2t.recall[2].1 * 100.0 >= a.retrieval.image_to_text.recall_at(10).unwrap());
+    assert_eq!(a.hubness.len(), 2);
+    let names: Vec<&str> = evaluated.oracles.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, vec!["labels", "state"]);
+    assert_eq!(evaluated.retrievals.i2t.len(), test_studies);
+    assert!(evaluated.retrievals.t2i.values().all(|v| v.len() == 10.min(test_studies)));
+    let report = medprob_metrics::report::EvaluationReport {
+        title: "t".into(),
+        dataset: "d".into(),
+        notes: vec![],
+        methods: vec![a.clone()],
+        oracles: evaluated.oracles.clone(),
+    };
+    let summary = medprob_metrics::summary::summary(&report);
+    let m = &summary["methods"]["medprobclip"];
+    for key in [
+        "i2t_r1",
+        "rsum",
+        "oracle_i2t_r10",
+        "oracle_state_t2i_r1",
+        "plausible_i2t_p1",
+        "plausible_state_t2i_p1",
+        "plausible_ece_i2t",
+        "plausible_aurc_i2t_k1",
+        "plausible_augrc_i2t_k1",
+        "sgr_coverage_i2t_k5",
+        "hub_max_share_i2t",
+        "hub_skew_i2t",
+    ] {
+        let v = m[key].as_f64().unwrap_or_else(|| panic!("{key}: {}", m[key]));
+        assert!(v.is_finite(), "{key}");
+    }
+    assert_eq!(
+        m["i2t_r10"].as_f64().unwrap(),
+        a.retrieval.image_to_text.recall_at(10).unwrap() / 100.0
+    );
+
+    let r = Retriever::new(
+        &cfg,
+        &cfg.out,
+        medprob_data::Split::Test,
+        &medprob_train::retrieve::RetrieveOptions::new(3, 0.5, 0.1),
+    )
+    .unwrap();
     let studies = medprob_data::read_studies(&csv).unwrap();
     let study = studies
         .iter()
@@ -355,6 +419,19 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
     let image = csv.parent().unwrap().join(&study.image_paths[0]);
     let ans = r.query(&Query::Image(image.clone())).unwrap();
     assert_eq!(ans.hits.len(), 3);
+    // The image is one of the CSV's: every hit is marked, its own study by id and the
+    // others by label agreement.
+    let own = medprob_train::evaluation::label_mask(study);
+    for h in &ans.hits {
+        assert_eq!(h.own_study, Some(h.study_id == study.study_id));
+        let other = studies.iter().find(|s| s.study_id == h.study_id).unwrap();
+        assert_eq!(
+            h.plausible,
+            Some(medprob_train::evaluation::label_mask(other) == own)
+        );
+    }
+    assert!(ans.calibration.contains("label set"), "{}", ans.calibration);
+    assert!(ans.guarantee.contains("plausible"), "{}", ans.guarantee);
     assert!(ans.hits.windows(2).all(|w| w[0].distance <= w[1].distance));
     assert!(ans
         .hits
@@ -364,6 +441,10 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
     assert!(ans.guarantee.contains("with probability"));
     let ans = r.query(&Query::Report(study.impression.clone())).unwrap();
     assert!(ans.hits.iter().all(|h| h.item.ends_with(".png")));
+    assert!(
+        ans.hits.iter().all(|h| h.plausible.is_none() && h.own_study.is_none()),
+        "a free-text report's truth is unknown"
+    );
 
     // The same answers from the on-disk indexes: ids, distances, probabilities, decision.
     let dir = tmp.path().join("index");
@@ -393,6 +474,33 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         .query(&Query::Image(tmp.path().join("missing.png")))
         .unwrap_err();
     assert!(e.to_string().contains("missing.png"), "{e}");
+
+    // A state file that does not describe the CSV's studies is refused, naming the file and
+    // the study, before anything is written.
+    let bad = tmp.path().join("bad-state");
+    std::fs::create_dir_all(&bad).unwrap();
+    let bad_csv = bad.join("studies.csv");
+    std::fs::copy(&csv, &bad_csv).unwrap();
+    let state = std::fs::read_to_string(csv.parent().unwrap().join("state.jsonl")).unwrap();
+    let first_test = studies
+        .iter()
+        .find(|s| s.split == Some(medprob_data::Split::Test))
+        .unwrap();
+    let kept: Vec<&str> = state
+        .lines()
+        .filter(|l| !l.contains(&format!("\"{}\"", first_test.study_id)))
+        .collect();
+    std::fs::write(bad.join("state.jsonl"), kept.join("\n")).unwrap();
+    let mut bad_cfg = cfg.clone();
+    bad_cfg.data.studies = bad_csv;
+    bad_cfg.data.image_root = Some(csv.parent().unwrap().to_path_buf());
+    let e = evaluate_checkpoint(&bad_cfg, &cfg.out, &options, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("state.jsonl") && e.contains(&first_test.study_id),
+        "{e}"
+    );
 }
 
 /// PCME++'s first step with and without its default log-variance offset: without it the

@@ -6,19 +6,23 @@
 //!
 //! [`write_dataset`] renders every study's frontal (and, for most, lateral) radiograph to
 //! PNG and writes the study CSV in the reference schema with patient, split and CheXpert
-//! label columns. The same config and seed give byte-identical files on any machine.
+//! label columns — labels read from the written text, as a labeller would — and beside it
+//! the hidden state of every study ([`truth::TRUTH_FILE`]), the ground truth for evaluation.
+//! The same config and seed give byte-identical files on any machine.
 
 pub mod render;
 pub mod report;
 pub mod state;
+pub mod truth;
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Split, StudyRecord};
 pub use render::{render_frontal, render_lateral, RenderOptions};
-pub use report::{write_report, WrittenReport};
+pub use report::{write_report, Reported, WrittenReport};
 pub use state::{sample_state, Finding, Present, Severity, Side, StudyState, Zone};
+pub use truth::{read_truth, truth_of, write_truth, FindingTruth, StudyTruth, TRUTH_FILE};
 
 /// The knobs of the generator; defaults are the documented ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,8 +71,12 @@ pub struct SynthStudy {
     pub record: StudyRecord,
     /// The state it was written from.
     pub state: StudyState,
-    /// Present findings the report leaves out.
+    /// Present findings the written text does not contain.
     pub omitted: Vec<Finding>,
+    /// How the written text conveys each present finding, in the state's order.
+    pub reported: Vec<(Finding, Reported)>,
+    /// The report has no FINDINGS section.
+    pub impression_only: bool,
 }
 
 /// Generate the studies' states and reports (no images).
@@ -111,6 +119,8 @@ pub fn generate_reports(config: &SynthConfig) -> Vec<SynthStudy> {
                 record,
                 state: state.clone(),
                 omitted: report.omitted,
+                reported: report.reported,
+                impression_only: report.impression_only,
             });
         }
     }
@@ -130,12 +140,16 @@ pub struct SynthSummary {
     pub prevalence: std::collections::BTreeMap<String, f64>,
     /// The study CSV.
     pub csv: std::path::PathBuf,
+    /// The hidden state of every study ([`TRUTH_FILE`] beside the CSV), for evaluation only.
+    #[serde(default)]
+    pub truth: std::path::PathBuf,
 }
 
 /// Generate the dataset into `out`: `images/<study>_frontal.png`, `images/<study>_lateral.png`,
-/// `studies.csv` (all splits, with a `split` column) and `synth_config.json`. Files are
-/// written atomically; studies are rendered in parallel from per-study seeds, so the output
-/// does not depend on the number of threads.
+/// `studies.csv` (all splits, with a `split` column), `state.jsonl` (every study's hidden
+/// state, in CSV order, for evaluation only; see [`truth`]) and `synth_config.json`. Files
+/// are written atomically; studies are rendered in parallel from per-study seeds, so the
+/// output does not depend on the number of threads.
 pub fn write_dataset(config: &SynthConfig, out: &std::path::Path) -> crate::Result<SynthSummary> {
     use rayon::prelude::*;
     let mut studies = generate_reports(config);
@@ -181,6 +195,12 @@ pub fn write_dataset(config: &SynthConfig, out: &std::path::Path) -> crate::Resu
     let records: Vec<StudyRecord> = studies.iter().map(|s| s.record.clone()).collect();
     let csv = out.join("studies.csv");
     crate::record::write_studies(&csv, &records)?;
+    let truths: Vec<StudyTruth> = studies
+        .iter()
+        .map(|s| truth_of(s, &s.record.view_names, config.noise))
+        .collect();
+    let truth = out.join(TRUTH_FILE);
+    write_truth(&truth, &truths)?;
     let json = serde_json::to_vec_pretty(config).expect("config serialises");
     crate::record::write_atomic(&out.join("synth_config.json"), &json)?;
     let n = studies.len().max(1) as f64;
@@ -203,6 +223,7 @@ pub fn write_dataset(config: &SynthConfig, out: &std::path::Path) -> crate::Resu
         per_split,
         prevalence,
         csv,
+        truth,
     })
 }
 
@@ -246,6 +267,37 @@ mod tests {
         out
     }
 
+    fn label(labels: &[Label; 14], name: &str) -> Label {
+        labels[crate::CHEXPERT_LABELS
+            .iter()
+            .position(|n| *n == name)
+            .unwrap()]
+    }
+
+    /// Findings with a positive label (No Finding aside).
+    fn positive(study: &StudyRecord) -> std::collections::BTreeSet<Finding> {
+        let labels = study.labels.unwrap();
+        Finding::ALL
+            .into_iter()
+            .filter(|f| label(&labels, f.chexpert_name()) == Label::Positive)
+            .collect()
+    }
+
+    /// The CheXpert rule: No Finding exactly when no pathology is positive.
+    fn no_finding_follows_pathology(study: &StudyRecord) {
+        let pathology = positive(study)
+            .iter()
+            .any(|f| *f != Finding::SupportDevices);
+        assert_eq!(
+            label(&study.labels.unwrap(), "No Finding") == Label::Positive,
+            !pathology,
+            "{}: {} | {}",
+            study.study_id,
+            study.findings,
+            study.impression
+        );
+    }
+
     #[test]
     fn reports_mention_exactly_the_present_findings() {
         let cfg = SynthConfig {
@@ -265,20 +317,123 @@ mod tests {
                 s.record.findings,
                 s.record.impression
             );
-            // Labels agree with the state: every present finding positive, nothing else positive.
+            // With nothing hidden, the labels read from the text are the state: every present
+            // finding positive, nothing else positive, No Finding when no pathology; and
+            // only absent findings are negated.
+            assert_eq!(positive(&s.record), present, "{}", s.record.study_id);
+            no_finding_follows_pathology(&s.record);
             let labels = s.record.labels.unwrap();
+            assert_eq!(
+                label(&labels, "No Finding") == Label::Positive,
+                s.state.no_finding()
+            );
             for f in Finding::ALL {
-                let k = crate::CHEXPERT_LABELS
-                    .iter()
-                    .position(|n| *n == f.chexpert_name())
-                    .unwrap();
-                assert_eq!(
-                    labels[k] == Label::Positive,
-                    present.contains(&f),
-                    "{} {f:?}",
-                    s.record.study_id
+                if label(&labels, f.chexpert_name()) == Label::Negative {
+                    assert!(!present.contains(&f), "{} {f:?}", s.record.study_id);
+                }
+            }
+            assert!(!s.impression_only && s.omitted.is_empty());
+            assert!(s.reported.iter().all(|(_, how)| *how == Reported::Stated));
+        }
+    }
+
+    #[test]
+    fn labels_follow_the_written_text() {
+        // Impression-only: positive exactly the findings the impression names, nothing negated.
+        let cfg = SynthConfig {
+            studies: 2000,
+            impression_only_rate: 1.0,
+            ..Default::default()
+        };
+        let mut hidden = 0;
+        for s in generate_reports(&cfg) {
+            assert!(s.impression_only && s.record.findings.is_empty());
+            let text = s.record.impression.to_lowercase();
+            let labels = s.record.labels.unwrap();
+            for f in positive(&s.record) {
+                assert!(
+                    report::keywords(f).iter().any(|k| text.contains(k)),
+                    "{}: {f:?} is positive but the impression {:?} does not name it",
+                    s.record.study_id,
+                    s.record.impression
                 );
             }
+            assert_eq!(positive(&s.record), mentioned(&s.record));
+            assert!(labels.iter().all(|l| *l != Label::Negative));
+            no_finding_follows_pathology(&s.record);
+            for (f, how) in &s.reported {
+                let named = *how == Reported::Impression;
+                assert_eq!(named, positive(&s.record).contains(f));
+                assert_eq!(!named, s.omitted.contains(f));
+                hidden += !named as usize;
+            }
+        }
+        assert!(
+            hidden > 100,
+            "impression-only reports hide findings ({hidden})"
+        );
+        // Default config (omissions and impression-only reports mixed in): a label is
+        // positive exactly when the text names the finding affirmatively, and the state's
+        // `reported` says the same.
+        let mut studies = generate_reports(&SynthConfig::default());
+        studies.extend(generate_reports(&SynthConfig {
+            seed: 1,
+            ..Default::default()
+        }));
+        let (mut omitted_only, mut devices_hidden) = (0, 0);
+        for s in &studies {
+            let said = mentioned(&s.record);
+            assert_eq!(
+                positive(&s.record),
+                said,
+                "{}: {} | {}",
+                s.record.study_id,
+                s.record.findings,
+                s.record.impression
+            );
+            no_finding_follows_pathology(&s.record);
+            for (f, how) in &s.reported {
+                assert_eq!(*how != Reported::Omitted, said.contains(f), "{f:?}");
+                assert_eq!(
+                    *how == Reported::Impression,
+                    s.impression_only && said.contains(f)
+                );
+            }
+            let labels = s.record.labels.unwrap();
+            let normal = label(&labels, "No Finding") == Label::Positive;
+            omitted_only += (normal && !s.state.no_finding()) as usize;
+            devices_hidden +=
+                (normal && s.impression_only && s.state.get(Finding::SupportDevices).is_some())
+                    as usize;
+        }
+        // The cases the rule is for do occur: a normal-reading report of an abnormal state,
+        // and an impression-only normal report of a study with devices.
+        assert!(omitted_only > 0 && devices_hidden > 0);
+    }
+
+    /// The random stream is part of the dataset: every seed's texts and states (from which the
+    /// images are rendered) must stay byte-identical unless the generator is meant to change.
+    /// The hashes pin `generate_reports` for the default config, seeds 0 and 1.
+    #[test]
+    fn texts_and_states_are_pinned() {
+        for (seed, want) in [(0u64, 0xcace_1371_88df_e535u64), (1, 0x966d_2911_3fe0_d0f0)] {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for s in generate_reports(&SynthConfig {
+                seed,
+                ..Default::default()
+            }) {
+                let line = format!(
+                    "{}\t{}\t{}\t{}\n",
+                    s.record.study_id,
+                    s.record.findings,
+                    s.record.impression,
+                    serde_json::to_string(&s.state).unwrap()
+                );
+                for b in line.bytes() {
+                    h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            assert_eq!(h, want, "seed {seed}: SynthCXR texts or states changed");
         }
     }
 
@@ -389,9 +544,10 @@ mod tests {
         assert_eq!(files, list(b.path()));
         assert_eq!(
             files.len(),
-            sa.images + 2,
-            "images, studies.csv, synth_config.json"
+            sa.images + 3,
+            "images, studies.csv, state.jsonl, synth_config.json"
         );
+        assert_eq!(sa.truth, a.path().join(TRUTH_FILE));
         for f in &files {
             assert_eq!(
                 std::fs::read(a.path().join(f)).unwrap(),

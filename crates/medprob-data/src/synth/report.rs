@@ -1,12 +1,33 @@
 //! Reports written from a study's hidden state: FINDINGS and IMPRESSION with varied
 //! phrasing, synonyms, severity and laterality words, negations of absent key findings,
 //! shuffled sentence order, and minor findings sometimes left out.
+//!
+//! The CheXpert labels describe exactly the text that is written, as a labeller reading the
+//! report would: a finding the text does not name is not positive, even when the hidden
+//! state has it, and an impression-only report negates nothing. What the state has but the
+//! text hides is recorded per finding ([`Reported`]) for evaluation against the state.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 use super::state::{Finding, Present, Severity, Side, StudyState, Zone};
 use crate::record::Label;
+
+/// How the written report conveys one present finding of the hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reported {
+    /// A FINDINGS sentence affirms it (and, for a main finding, the IMPRESSION names it too).
+    Stated,
+    /// The report is impression-only and its IMPRESSION names the finding (main findings:
+    /// neither minor nor support devices).
+    Impression,
+    /// The written text does not contain it: a minor finding left out at the omission rate,
+    /// or, in an impression-only report, a finding only FINDINGS would have named (minor
+    /// findings and support devices).
+    Omitted,
+}
 
 /// A written report and the CheXpert labels a labeller would read from it.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,10 +36,17 @@ pub struct WrittenReport {
     pub findings: String,
     /// IMPRESSION.
     pub impression: String,
-    /// Labels in [`crate::CHEXPERT_LABELS`] order: 1 mentioned, 0 negated, blank otherwise.
+    /// Labels in [`crate::CHEXPERT_LABELS`] order, read from the written text: 1 named
+    /// affirmatively, 0 negated, blank otherwise; "No Finding" is 1 exactly when no
+    /// pathology (anything but support devices) is 1.
     pub labels: [Label; 14],
-    /// Present findings the report leaves out.
+    /// Present findings the written text does not contain (those [`Reported::Omitted`]), in
+    /// the state's order.
     pub omitted: Vec<Finding>,
+    /// How the text conveys each present finding, in the order of the state's findings.
+    pub reported: Vec<(Finding, Reported)>,
+    /// Whether FINDINGS was dropped (drawn at the impression-only rate).
+    pub impression_only: bool,
 }
 
 fn pick<'a, R: Rng + ?Sized>(rng: &mut R, items: &[&'a str]) -> &'a str {
@@ -188,18 +216,16 @@ pub fn write_report<R: Rng + ?Sized>(
     impression_only_rate: f64,
     rng: &mut R,
 ) -> WrittenReport {
+    // Labels of the full report (FINDINGS + IMPRESSION); replaced below when FINDINGS is
+    // dropped. They also steer which negations are written, so they must be built exactly as
+    // before for the random stream (and every seed's texts and images) to stay the same.
     let mut labels = [Label::Blank; 14];
-    let idx = |f: Finding| {
-        crate::record::CHEXPERT_LABELS
-            .iter()
-            .position(|n| *n == f.chexpert_name())
-            .expect("CheXpert name")
-    };
-    let mut omitted = Vec::new();
+    let idx = label_index;
+    let mut left_out = Vec::new();
     let mut sentences: Vec<String> = Vec::new();
     for p in &state.findings {
         if p.finding.minor() && rng.random_bool(omission_rate.clamp(0.0, 1.0)) {
-            omitted.push(p.finding);
+            left_out.push(p.finding);
             continue;
         }
         sentences.push(sentence(p, rng));
@@ -241,7 +267,7 @@ pub fn write_report<R: Rng + ?Sized>(
     let main: Vec<String> = state
         .findings
         .iter()
-        .filter(|p| !p.finding.minor() && p.finding != Finding::SupportDevices)
+        .filter(|p| in_impression(p.finding))
         .map(phrase)
         .collect();
     let impression = if main.is_empty() {
@@ -261,27 +287,74 @@ pub fn write_report<R: Rng + ?Sized>(
         };
         format!("{}.", capitalise(&joined))
     };
-    if state.no_finding() {
-        labels[idx_no_finding()] = Label::Positive;
-    }
-    let findings = if rng.random_bool(impression_only_rate.clamp(0.0, 1.0)) {
+    let impression_only = rng.random_bool(impression_only_rate.clamp(0.0, 1.0));
+    let reported: Vec<(Finding, Reported)> = state
+        .findings
+        .iter()
+        .map(|p| {
+            let how = if left_out.contains(&p.finding) {
+                Reported::Omitted
+            } else if !impression_only {
+                Reported::Stated
+            } else if in_impression(p.finding) {
+                Reported::Impression
+            } else {
+                Reported::Omitted
+            };
+            (p.finding, how)
+        })
+        .collect();
+    let findings = if impression_only {
+        // What a labeller reads from the IMPRESSION alone: the main findings it names, no
+        // negations (those were FINDINGS sentences), everything else blank.
+        labels = [Label::Blank; 14];
+        for (f, how) in &reported {
+            if *how == Reported::Impression {
+                labels[idx(*f)] = Label::Positive;
+            }
+        }
         String::new()
     } else {
         sentences.join(" ")
     };
+    // "No Finding" follows the text too: a report that names no pathology (its only present
+    // finding omitted, or devices hidden by an impression-only report) is a normal report.
+    let pathology = Finding::ALL
+        .iter()
+        .any(|f| *f != Finding::SupportDevices && labels[idx(*f)] == Label::Positive);
+    if !pathology {
+        labels[label_index_of("No Finding")] = Label::Positive;
+    }
+    let omitted = reported
+        .iter()
+        .filter(|(_, how)| *how == Reported::Omitted)
+        .map(|(f, _)| *f)
+        .collect();
     WrittenReport {
         findings,
         impression,
         labels,
         omitted,
+        reported,
+        impression_only,
     }
 }
 
-fn idx_no_finding() -> usize {
+/// Main findings: the ones the IMPRESSION names (neither minor nor support devices).
+fn in_impression(f: Finding) -> bool {
+    !f.minor() && f != Finding::SupportDevices
+}
+
+/// Column of a finding in [`crate::CHEXPERT_LABELS`].
+fn label_index(f: Finding) -> usize {
+    label_index_of(f.chexpert_name())
+}
+
+fn label_index_of(name: &str) -> usize {
     crate::record::CHEXPERT_LABELS
         .iter()
-        .position(|n| *n == "No Finding")
-        .expect("No Finding")
+        .position(|n| *n == name)
+        .expect("every finding and No Finding is a CheXpert label")
 }
 
 /// Words by which a reader recognises each finding in a sentence (used by tests and by the

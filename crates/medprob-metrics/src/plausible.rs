@@ -1,0 +1,653 @@
+//! Retrieval judged by a [`Relevance`]: Recall@K, R-precision and mAP@R, calibration of
+//! the match probability (overall and per finding), risk–coverage (AURC, E-AURC, AUGRC)
+//! and selective retrieval with a guarantee — the same figures as for instance retrieval,
+//! with "right" meaning "a match the relevance accepts".
+//!
+//! Every figure here is a fraction in `[0, 1]`. All of them read the first `k` results of
+//! each query under the total order "distance, then gallery index" of
+//! [`medprob_core::kernels::top_k`]: items at equal distance are taken in gallery order, so
+//! figures do not depend on threads or block sizes. Queries with no relevant gallery item
+//! cannot be answered correctly by any ranking; they are left out and counted.
+
+use medprob_core::{kernels, Distance, GaussianEmbeddings, MatchProbability, TopK, TopKOptions};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::{ece, Binning, CalibrationReport, DEFAULT_BINS};
+use crate::confidence::ConfidenceKind;
+use crate::error::{MetricsError, Result};
+use crate::relevance::{Relevance, RelevanceKind};
+use crate::report::{Direction, SelectiveEntry};
+use crate::risk_coverage::RiskCoverage;
+use crate::selective::{
+    conformal_risk_control, selection_with_guaranteed_risk, Guarantee, Selector,
+};
+
+/// The K of plausible Recall@K and of the risk–coverage losses.
+pub const PLAUSIBLE_KS: [usize; 3] = [1, 5, 10];
+
+/// Queries per top-R search of [`r_precision`].
+const QUERY_BLOCK: usize = 64;
+
+/// The first `k` results of every query (fewer when the gallery is smaller).
+pub fn ranked_lists(
+    distance: Distance,
+    queries: &GaussianEmbeddings,
+    gallery: &GaussianEmbeddings,
+    k: usize,
+    options: &TopKOptions,
+) -> Result<TopK> {
+    if gallery.is_empty() || queries.is_empty() {
+        return Err(MetricsError::Empty {
+            what: "ranked_lists",
+            detail: "no queries or an empty gallery",
+        });
+    }
+    Ok(kernels::top_k(
+        distance,
+        queries,
+        gallery,
+        k.min(gallery.len()),
+        options,
+    )?)
+}
+
+fn check_lists(what: &'static str, top: &TopK, relevance: &Relevance, k: usize) -> Result<()> {
+    if top.indices.nrows() != relevance.queries() {
+        return Err(MetricsError::Length {
+            what,
+            detail: format!(
+                "{} ranked queries for a relevance of {} queries",
+                top.indices.nrows(),
+                relevance.queries()
+            ),
+        });
+    }
+    if k == 0 || (k > top.indices.ncols() && top.indices.ncols() < relevance.gallery_len()) {
+        return Err(MetricsError::InvalidParameter {
+            name: "k",
+            value: k as f64,
+            reason: "needs 1 ≤ k ≤ the length of the ranked lists",
+        });
+    }
+    Ok(())
+}
+
+/// Whether any of the first `k` results of query `q` is relevant.
+fn hit(top: &TopK, relevance: &Relevance, q: usize, k: usize) -> bool {
+    top.indices
+        .row(q)
+        .iter()
+        .take(k)
+        .any(|&g| relevance.is_relevant(q, g))
+}
+
+/// Share of the queries that have a relevant item whose first `k` results hold one;
+/// `None` when no query has a relevant item.
+///
+/// ```
+/// use medprob_core::{Distance, GaussianEmbeddings, TopKOptions};
+/// use medprob_metrics::plausible::{ranked_lists, recall_at_k};
+/// use medprob_metrics::relevance::Relevance;
+/// let q = GaussianEmbeddings::from_vecs(1, 1, vec![0.0], vec![0.0])?;
+/// let g = GaussianEmbeddings::from_vecs(3, 1, vec![1.0, 2.0, 3.0], vec![0.0; 3])?;
+/// let top = ranked_lists(Distance::Csd, &q, &g, 3, &TopKOptions::default())?;
+/// // Only the second-nearest item is relevant.
+/// let r = Relevance::custom(3, vec![vec![1]])?;
+/// assert_eq!(recall_at_k(&top, &r, 1)?, Some(0.0));
+/// assert_eq!(recall_at_k(&top, &r, 2)?, Some(1.0));
+/// # Ok::<(), medprob_metrics::MetricsError>(())
+/// ```
+pub fn recall_at_k(top: &TopK, relevance: &Relevance, k: usize) -> Result<Option<f64>> {
+    check_lists("recall_at_k", top, relevance, k)?;
+    let (mut hits, mut n) = (0usize, 0usize);
+    for q in 0..relevance.queries() {
+        if relevance.count(q) == 0 {
+            continue;
+        }
+        n += 1;
+        hits += usize::from(hit(top, relevance, q, k));
+    }
+    Ok((n > 0).then(|| hits as f64 / n as f64))
+}
+
+/// R-precision and mAP@R under a relevance (PMRP when the relevance is by labels).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RPrecision {
+    /// Mean over queries of the share of relevant items among the first `R_q` results,
+    /// `R_q` being the query's number of relevant items.
+    #[serde(with = "crate::nan_null")]
+    pub r_precision: f64,
+    /// Mean average precision at `R` (Musgrave et al. 2020).
+    #[serde(with = "crate::nan_null")]
+    pub map_at_r: f64,
+    /// Queries scored (those with at least one relevant item).
+    pub queries: usize,
+}
+
+/// R-precision and mAP@R, streamed: each block of queries keeps only its largest `R`
+/// results.
+pub fn r_precision(
+    distance: Distance,
+    queries: &GaussianEmbeddings,
+    gallery: &GaussianEmbeddings,
+    relevance: &Relevance,
+    options: &TopKOptions,
+) -> Result<RPrecision> {
+    relevance.check_shape("r_precision", queries.len(), gallery.len())?;
+    if gallery.is_empty() || queries.is_empty() {
+        return Err(MetricsError::Empty {
+            what: "r_precision",
+            detail: "no queries or an empty gallery",
+        });
+    }
+    let (mut rp, mut ap, mut n) = (0.0f64, 0.0f64, 0usize);
+    let mut q0 = 0;
+    while q0 < queries.len() {
+        let q1 = (q0 + QUERY_BLOCK).min(queries.len());
+        let r_max = (q0..q1).map(|q| relevance.count(q)).max().unwrap_or(0);
+        if r_max > 0 {
+            let top = kernels::top_k(
+                distance,
+                &queries.slice(q0..q1),
+                gallery,
+                r_max.min(gallery.len()),
+                options,
+            )?;
+            let scored: Vec<(f64, f64)> = (q0..q1)
+                .into_par_iter()
+                .filter(|&q| relevance.count(q) > 0)
+                .map(|q| {
+                    let r = relevance.count(q);
+                    let (mut hits, mut sum) = (0usize, 0.0);
+                    for (rank, &g) in top.indices.row(q - q0).iter().take(r).enumerate() {
+                        if relevance.is_relevant(q, g) {
+                            hits += 1;
+                            sum += hits as f64 / (rank + 1) as f64;
+                        }
+                    }
+                    (hits as f64 / r as f64, sum / r as f64)
+                })
+                .collect();
+            for (p, a) in scored {
+                rp += p;
+                ap += a;
+                n += 1;
+            }
+        }
+        q0 = q1;
+    }
+    let mean = |s: f64| if n > 0 { s / n as f64 } else { f64::NAN };
+    Ok(RPrecision {
+        r_precision: mean(rp),
+        map_at_r: mean(ap),
+        queries: n,
+    })
+}
+
+/// `(distance, relevant)` of each of the first `k` results of every query: what the match
+/// probability is fitted to, so that it answers "is this hit a match?" for any hit a user
+/// sees, not only for top-1 hits.
+pub fn candidate_outcomes(
+    top: &TopK,
+    relevance: &Relevance,
+    k: usize,
+) -> Result<(Vec<f64>, Vec<bool>)> {
+    check_lists("candidate_outcomes", top, relevance, k)?;
+    let mut d = Vec::new();
+    let mut y = Vec::new();
+    for q in 0..relevance.queries() {
+        for (&g, &dist) in top.indices.row(q).iter().zip(top.distances.row(q)).take(k) {
+            d.push(dist as f64);
+            y.push(relevance.is_relevant(q, g));
+        }
+    }
+    Ok((d, y))
+}
+
+/// ECE of the top-1 probability within the queries positive for one finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingCalibration {
+    /// The finding (label name).
+    pub finding: String,
+    /// Queries positive for it.
+    pub queries: usize,
+    /// ECE, 15 equal-width bins.
+    #[serde(with = "crate::nan_null")]
+    pub ece: f64,
+    /// Mean top-1 probability.
+    #[serde(with = "crate::nan_null")]
+    pub mean_confidence: f64,
+    /// Share of top-1 hits that are relevant.
+    #[serde(with = "crate::nan_null")]
+    pub accuracy: f64,
+}
+
+/// AURC, E-AURC and AUGRC of one K with the top-1 probability as confidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlausibleAurc {
+    /// The loss is `1{no relevant item within the first K}`.
+    pub k: usize,
+    #[serde(with = "crate::nan_null")]
+    pub aurc: f64,
+    #[serde(with = "crate::nan_null")]
+    pub eaurc: f64,
+    #[serde(with = "crate::nan_null")]
+    pub augrc: f64,
+    /// `(coverage, selective risk)` for plotting.
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// Every relevance figure of one direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlausibleDirection {
+    pub direction: Direction,
+    /// Queries with at least one relevant gallery item (the ones scored).
+    pub queries: usize,
+    /// Queries left out because no gallery item is relevant for them.
+    pub without_relevant: usize,
+    /// `(K, Recall@K)`, fractions.
+    pub recall: Vec<(usize, f64)>,
+    pub r_precision: RPrecision,
+    /// Calibration of "the top-1 hit is relevant" against its match probability.
+    pub calibration: CalibrationReport,
+    /// ECE over every one of the first `calibration_k` hits of each query (what the
+    /// probability is fitted to).
+    #[serde(with = "crate::nan_null")]
+    pub candidate_ece: f64,
+    /// The K of `candidate_ece`.
+    pub calibration_k: usize,
+    /// Top-1 calibration within the queries positive for each finding.
+    pub per_finding: Vec<FindingCalibration>,
+    /// Risk–coverage at each of [`PLAUSIBLE_KS`], confidence = top-1 probability.
+    pub risk_coverage: Vec<PlausibleAurc>,
+    /// Thresholds on the top-1 probability, fitted on validation, measured on test.
+    pub selective: Vec<SelectiveEntry>,
+}
+
+/// The figures of one relevance, both directions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlausibleReport {
+    pub kind: RelevanceKind,
+    /// "labels (ζ = 0)", "state", ….
+    pub relevance: String,
+    pub directions: Vec<PlausibleDirection>,
+}
+
+impl PlausibleReport {
+    /// The figures of one direction.
+    pub fn direction(&self, d: Direction) -> Option<&PlausibleDirection> {
+        self.directions.iter().find(|x| x.direction == d)
+    }
+}
+
+/// Settings of [`evaluate_direction`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlausibleConfig {
+    /// Hits per query the match probability is fitted to and `candidate_ece` reads.
+    pub calibration_k: usize,
+    /// K of the selective-retrieval loss `1{no relevant item in the first K}`.
+    pub selective_ks: Vec<usize>,
+    /// α of selection with guaranteed risk (selective risk).
+    pub sgr_alpha: f64,
+    /// δ of selection with guaranteed risk.
+    pub sgr_delta: f64,
+    /// α of conformal risk control (joint risk, in expectation).
+    pub crc_alpha: f64,
+}
+
+impl Default for PlausibleConfig {
+    fn default() -> Self {
+        Self {
+            calibration_k: 10,
+            selective_ks: vec![5],
+            sgr_alpha: 0.3,
+            sgr_delta: 0.1,
+            crc_alpha: 0.1,
+        }
+    }
+}
+
+impl PlausibleConfig {
+    /// The list length every figure needs.
+    pub fn list_len(&self) -> usize {
+        let ks = PLAUSIBLE_KS.iter().chain(&self.selective_ks);
+        ks.copied().max().unwrap_or(1).max(self.calibration_k)
+    }
+}
+
+/// One direction's ranked lists and relevance.
+pub struct Judged<'a> {
+    /// The first [`PlausibleConfig::list_len`] results of every query.
+    pub top: &'a TopK,
+    pub relevance: &'a Relevance,
+}
+
+/// Top-1 probabilities and top-1 relevance of the queries that have a relevant item.
+fn top1(j: &Judged<'_>, probability: MatchProbability) -> (Vec<usize>, Vec<f64>, Vec<bool>) {
+    let mut idx = Vec::new();
+    let mut p = Vec::new();
+    let mut y = Vec::new();
+    for q in 0..j.relevance.queries() {
+        if j.relevance.count(q) == 0 {
+            continue;
+        }
+        idx.push(q);
+        p.push(probability.probability(j.top.distances[[q, 0]] as f64));
+        y.push(j.relevance.is_relevant(q, j.top.indices[[q, 0]]));
+    }
+    (idx, p, y)
+}
+
+fn losses(j: &Judged<'_>, queries: &[usize], k: usize) -> Vec<f64> {
+    queries
+        .iter()
+        .map(|&q| f64::from(u8::from(!hit(j.top, j.relevance, q, k))))
+        .collect()
+}
+
+/// Every figure of one direction. `validation` fits the selective thresholds; `test` is
+/// measured. `finding_masks` (label bit masks of the test queries, with `finding_names`
+/// naming the bits) gives the per-finding calibration; without it that list is empty.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_direction(
+    direction: Direction,
+    distance: Distance,
+    probability: MatchProbability,
+    validation: &Judged<'_>,
+    test: &Judged<'_>,
+    test_queries: &GaussianEmbeddings,
+    test_gallery: &GaussianEmbeddings,
+    finding_masks: Option<(&[u32], &[&str])>,
+    config: &PlausibleConfig,
+    blocks: &TopKOptions,
+) -> Result<PlausibleDirection> {
+    let (q_t, p_t, y_t) = top1(test, probability);
+    if q_t.is_empty() {
+        return Err(MetricsError::Empty {
+            what: "plausible evaluation (test)",
+            detail: "no query has a relevant item in the gallery",
+        });
+    }
+    let (q_v, p_v, _) = top1(validation, probability);
+    if q_v.is_empty() {
+        return Err(MetricsError::Empty {
+            what: "plausible evaluation (validation)",
+            detail: "no query has a relevant item in the gallery",
+        });
+    }
+    let mut recall = Vec::new();
+    for k in PLAUSIBLE_KS {
+        let r = recall_at_k(test.top, test.relevance, k)?.expect("answerable queries exist");
+        recall.push((k, r));
+    }
+    let r_precision = r_precision(distance, test_queries, test_gallery, test.relevance, blocks)?;
+    let calibration = CalibrationReport::new(&p_t, &y_t)?;
+    let (d_c, y_c) = candidate_outcomes(test.top, test.relevance, config.calibration_k)?;
+    let p_c: Vec<f64> = d_c.iter().map(|&d| probability.probability(d)).collect();
+    let candidate_ece = ece(&p_c, &y_c, DEFAULT_BINS, Binning::EqualWidth)?;
+
+    let mut per_finding = Vec::new();
+    if let Some((masks, names)) = finding_masks {
+        crate::check::len(
+            "per-finding calibration: masks",
+            test.relevance.queries(),
+            masks.len(),
+        )?;
+        for (bit, name) in names.iter().enumerate() {
+            let members: Vec<usize> = q_t
+                .iter()
+                .enumerate()
+                .filter(|(_, &q)| masks[q] >> bit & 1 == 1)
+                .map(|(i, _)| i)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let p: Vec<f64> = members.iter().map(|&i| p_t[i]).collect();
+            let y: Vec<bool> = members.iter().map(|&i| y_t[i]).collect();
+            let n = p.len() as f64;
+            per_finding.push(FindingCalibration {
+                finding: name.to_string(),
+                queries: p.len(),
+                ece: ece(&p, &y, DEFAULT_BINS, Binning::EqualWidth)?,
+                mean_confidence: p.iter().sum::<f64>() / n,
+                accuracy: y.iter().filter(|&&v| v).count() as f64 / n,
+            });
+        }
+    }
+
+    let mut risk_coverage = Vec::new();
+    for k in PLAUSIBLE_KS {
+        let rc = RiskCoverage::new(&p_t, &losses(test, &q_t, k))?;
+        risk_coverage.push(PlausibleAurc {
+            k,
+            aurc: rc.aurc(),
+            eaurc: rc.eaurc(),
+            augrc: rc.augrc(),
+            curve: rc.curve(101),
+        });
+    }
+
+    let mut selective = Vec::new();
+    for &k in &config.selective_ks {
+        let loss_v = losses(validation, &q_v, k);
+        let loss_t = losses(test, &q_t, k);
+        let wrong_v: Vec<bool> = loss_v.iter().map(|&l| l > 0.5).collect();
+        let rules = [
+            (
+                Guarantee::SelectiveRiskWithProbability {
+                    alpha: config.sgr_alpha,
+                    delta: config.sgr_delta,
+                },
+                selection_with_guaranteed_risk(&p_v, &wrong_v, config.sgr_alpha, config.sgr_delta)?,
+            ),
+            (
+                Guarantee::JointRiskInExpectation {
+                    alpha: config.crc_alpha,
+                },
+                conformal_risk_control(&p_v, &loss_v, config.crc_alpha)?,
+            ),
+        ];
+        for (guarantee, selector) in rules {
+            selective.push(SelectiveEntry {
+                direction,
+                confidence: ConfidenceKind::Top1Probability,
+                k,
+                guarantee,
+                threshold: (selector != Selector::ABSTAIN).then_some(selector.threshold),
+                calibration: selector.evaluate(&p_v, &loss_v)?,
+                test: selector.evaluate(&p_t, &loss_t)?,
+            });
+        }
+    }
+
+    Ok(PlausibleDirection {
+        direction,
+        queries: q_t.len(),
+        without_relevant: test.relevance.queries() - q_t.len(),
+        recall,
+        r_precision,
+        calibration,
+        candidate_ece,
+        calibration_k: config.calibration_k,
+        per_finding,
+        risk_coverage,
+        selective,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::label_retrieval::label_retrieval;
+
+    /// One query at 0, gallery items at 1, 2, 3, 4 (1-D, equal variances).
+    fn line() -> (GaussianEmbeddings, GaussianEmbeddings) {
+        (
+            GaussianEmbeddings::from_vecs(1, 1, vec![0.0], vec![0.0]).unwrap(),
+            GaussianEmbeddings::from_vecs(4, 1, vec![1.0, 2.0, 3.0, 4.0], vec![0.0; 4]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn recall_and_r_precision_by_hand() {
+        let (q, g) = line();
+        let top = ranked_lists(Distance::Csd, &q, &g, 4, &TopKOptions::default()).unwrap();
+        // Relevant: the 2nd and 4th nearest.
+        let r = Relevance::custom(4, vec![vec![1, 3]]).unwrap();
+        assert_eq!(recall_at_k(&top, &r, 1).unwrap(), Some(0.0));
+        assert_eq!(recall_at_k(&top, &r, 2).unwrap(), Some(1.0));
+        // R = 2: the first two hold one relevant item → 1/2; AP@R = (1/2)/2.
+        let rp = r_precision(Distance::Csd, &q, &g, &r, &TopKOptions::default()).unwrap();
+        assert_eq!((rp.r_precision, rp.map_at_r, rp.queries), (0.5, 0.25, 1));
+        let (d, y) = candidate_outcomes(&top, &r, 3).unwrap();
+        assert_eq!(y, vec![false, true, false]);
+        assert_eq!(d.len(), 3);
+        assert!(d[0] < d[1] && d[1] < d[2]);
+    }
+
+    #[test]
+    fn queries_without_a_relevant_item_are_left_out() {
+        let q = GaussianEmbeddings::from_vecs(2, 1, vec![0.0, 0.0], vec![0.0; 2]).unwrap();
+        let (_, g) = line();
+        let top = ranked_lists(Distance::Csd, &q, &g, 4, &TopKOptions::default()).unwrap();
+        let r = Relevance::custom(4, vec![vec![0], vec![]]).unwrap();
+        assert_eq!(recall_at_k(&top, &r, 1).unwrap(), Some(1.0));
+        let rp = r_precision(Distance::Csd, &q, &g, &r, &TopKOptions::default()).unwrap();
+        assert_eq!(rp.queries, 1);
+        let none = Relevance::custom(4, vec![vec![], vec![]]).unwrap();
+        assert_eq!(recall_at_k(&top, &none, 1).unwrap(), None);
+        assert!(
+            r_precision(Distance::Csd, &q, &g, &none, &TopKOptions::default())
+                .unwrap()
+                .r_precision
+                .is_nan()
+        );
+    }
+
+    #[test]
+    fn ties_are_taken_in_gallery_order() {
+        // Items 0 and 1 are byte-identical, at the same distance: item 0 comes first.
+        let q = GaussianEmbeddings::from_vecs(1, 1, vec![0.0], vec![0.0]).unwrap();
+        let g = GaussianEmbeddings::from_vecs(3, 1, vec![1.0, 1.0, 2.0], vec![0.0; 3]).unwrap();
+        let top = ranked_lists(Distance::Csd, &q, &g, 3, &TopKOptions::default()).unwrap();
+        let second = Relevance::custom(3, vec![vec![1]]).unwrap();
+        assert_eq!(recall_at_k(&top, &second, 1).unwrap(), Some(0.0));
+        assert_eq!(recall_at_k(&top, &second, 2).unwrap(), Some(1.0));
+    }
+
+    #[test]
+    fn label_relevance_agrees_with_pmrp() {
+        // 40 random 2-D queries and gallery items with random 3-bit labels.
+        let mut x = 12345u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 40;
+        let mut mean = Vec::new();
+        for _ in 0..2 * n * 2 {
+            mean.push((next() % 1000) as f32 / 100.0);
+        }
+        let q =
+            GaussianEmbeddings::from_vecs(n, 2, mean[..2 * n].to_vec(), vec![0.0; 2 * n]).unwrap();
+        let g =
+            GaussianEmbeddings::from_vecs(n, 2, mean[2 * n..].to_vec(), vec![0.0; 2 * n]).unwrap();
+        let ql: Vec<u32> = (0..n).map(|_| (next() % 8) as u32).collect();
+        let gl: Vec<u32> = (0..n).map(|_| (next() % 8) as u32).collect();
+        let opts = TopKOptions::default();
+        let pmrp = label_retrieval(Distance::Csd, &q, &ql, &g, &gl, &[0, 1], &opts).unwrap();
+        for (z, old) in pmrp.iter().enumerate() {
+            let r = Relevance::labels(&ql, &gl, z as u32).unwrap();
+            let new = r_precision(Distance::Csd, &q, &g, &r, &opts).unwrap();
+            assert_eq!(new.queries, old.queries);
+            assert!((100.0 * new.r_precision - old.pmrp).abs() < 1e-9);
+            assert!((100.0 * new.map_at_r - old.map_at_r).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn a_direction_by_hand() {
+        // Two queries at 0 and 10; gallery at 1, 2 and 11, 12. Query 0's relevant item is
+        // its second hit, query 1's its first.
+        let q = GaussianEmbeddings::from_vecs(2, 1, vec![0.0, 10.0], vec![0.0; 2]).unwrap();
+        let g =
+            GaussianEmbeddings::from_vecs(4, 1, vec![1.0, 2.0, 11.0, 12.0], vec![0.0; 4]).unwrap();
+        let opts = TopKOptions::default();
+        let top = ranked_lists(Distance::Csd, &q, &g, 4, &opts).unwrap();
+        let r = Relevance::custom(4, vec![vec![1], vec![2]]).unwrap();
+        let j = Judged {
+            top: &top,
+            relevance: &r,
+        };
+        let p = MatchProbability::new(1.0, 0.0).unwrap();
+        let config = PlausibleConfig {
+            calibration_k: 2,
+            selective_ks: vec![1],
+            ..Default::default()
+        };
+        let out = evaluate_direction(
+            Direction::ImageToText,
+            Distance::Csd,
+            p,
+            &j,
+            &j,
+            &q,
+            &g,
+            Some((&[0b01, 0b11], &["A", "B"])),
+            &config,
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(out.recall, vec![(1, 0.5), (5, 1.0), (10, 1.0)]);
+        assert_eq!((out.queries, out.without_relevant), (2, 0));
+        assert_eq!(out.r_precision.r_precision, 0.5);
+        // Both top-1 hits are at the same distance (same probability): the top-1 loss
+        // cannot be ordered, so AURC = the overall risk 1/2, and E-AURC = 1/2 − 1/4.
+        let k1 = &out.risk_coverage[0];
+        assert_eq!(k1.k, 1);
+        assert!((k1.aurc - 0.5).abs() < 1e-12 && (k1.eaurc - 0.25).abs() < 1e-12);
+        // Per finding: A holds both queries, B only the second (whose top-1 is right).
+        assert_eq!(out.per_finding.len(), 2);
+        assert_eq!(
+            (out.per_finding[1].queries, out.per_finding[1].accuracy),
+            (1, 1.0)
+        );
+        let pt = p.probability(top.distances[[0, 0]] as f64);
+        assert!((out.per_finding[1].ece - (1.0 - pt)).abs() < 1e-9);
+        assert!((out.calibration.ece - (pt - 0.5).abs()).abs() < 1e-9);
+        assert_eq!(out.selective.len(), 2);
+    }
+
+    #[test]
+    fn no_relevant_item_anywhere_is_an_error() {
+        let (q, g) = line();
+        let top = ranked_lists(Distance::Csd, &q, &g, 4, &TopKOptions::default()).unwrap();
+        let r = Relevance::custom(4, vec![vec![]]).unwrap();
+        let j = Judged {
+            top: &top,
+            relevance: &r,
+        };
+        let e = evaluate_direction(
+            Direction::TextToImage,
+            Distance::Csd,
+            MatchProbability::MEDPROBCLIP_INIT,
+            &j,
+            &j,
+            &q,
+            &g,
+            None,
+            &PlausibleConfig::default(),
+            &TopKOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("no query has a relevant item"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! `summary.json`: the headline figures of an [`EvaluationReport`] as one flat object per
+//! method, for people and scripts.
+//!
+//! ```json
+//! {"methods": {"clip": {"i2t_r1": 0.014, …}, …}, "reference": {"oracle_labels": {…}}}
+//! ```
+//!
+//! Every rate is a fraction in `[0, 1]` (the report's recall tables are in percent); every
+//! figure is on the test split; a figure that cannot be computed (no labels, no state file)
+//! is `null`. Keys per method:
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `i2t_r1` … `t2i_r10` | instance Recall@1/5/10: the query's own study is within the first K |
+//! | `rsum` | the sum of those six, in `[0, 6]` |
+//! | `oracle_i2t_r1` … | the label oracle's expected instance recall (the same for every method) |
+//! | `oracle_state_i2t_r1` … | the same for the state oracle |
+//! | `plausible_i2t_p1`, `plausible_t2i_p1` | share of queries whose top-1 hit has exactly the query's positive label set |
+//! | `plausible_state_i2t_p1`, … | the same with state agreement (same findings, same sides) |
+//! | `plausible_ece_i2t` | ECE (15 equal-width bins) of the top-1 match probability against "top-1 is plausible" |
+//! | `plausible_aurc_i2t_k1`, `plausible_augrc_i2t_k1` | risk–coverage with confidence = top-1 probability, loss = top-1 not plausible |
+//! | `sgr_coverage_i2t_k5` | test coverage of selection with guaranteed risk fitted on validation (loss: no plausible hit in the top 5) |
+//! | `zero_shot_mean_auroc` | mean AUROC over the findings with at least 10 positive test studies |
+//! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
+//! | `hub_max_share_i2t`, `hub_skew_i2t` | the largest share of image queries with one and the same top-1 report; skewness of `N₁₀` over the reports |
+//!
+//! Variants and oracles go under `reference`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::oracle::OracleRecall;
+use crate::plausible::PlausibleDirection;
+use crate::relevance::RelevanceKind;
+use crate::report::{Direction, EvaluationReport, MethodReport};
+use crate::selective::Guarantee;
+
+/// Findings with fewer positive test studies are left out of `zero_shot_mean_auroc`.
+pub const ZERO_SHOT_MIN_POSITIVES: usize = 10;
+
+/// The JSON key of a method's display name: "PCME++" → `pcmepp`, "CXR-CLIP" → `cxr_clip`.
+pub fn method_key(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '+' => "p".to_string(),
+            '-' | ' ' => "_".to_string(),
+            c => c.to_lowercase().to_string(),
+        })
+        .collect()
+}
+
+fn num(x: Option<f64>) -> Value {
+    match x {
+        Some(v) if v.is_finite() => json!(v),
+        _ => Value::Null,
+    }
+}
+
+fn at(recall: &[(usize, f64)], k: usize) -> Option<f64> {
+    recall.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v)
+}
+
+fn oracle<'a>(report: &'a EvaluationReport, name: &str) -> Option<&'a OracleRecall> {
+    report.oracles.iter().find(|o| o.name == name)
+}
+
+fn plausible(m: &MethodReport, kind: RelevanceKind, d: Direction) -> Option<&PlausibleDirection> {
+    m.plausible
+        .iter()
+        .find(|p| p.kind == kind)
+        .and_then(|p| p.direction(d))
+}
+
+/// The flat figures of one method.
+pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut rsum = 0.0;
+    let mut complete = true;
+    for (name, d) in [
+        ("i2t", &m.retrieval.image_to_text),
+        ("t2i", &m.retrieval.text_to_image),
+    ] {
+        for k in [1, 5, 10] {
+            let r = at(&d.recall, k).map(|v| v / 100.0);
+            match r {
+                Some(v) => rsum += v,
+                None => complete = false,
+            }
+            out.insert(format!("{name}_r{k}"), num(r));
+        }
+    }
+    out.insert("rsum".into(), num(complete.then_some(rsum)));
+    for (prefix, name) in [("oracle", "labels"), ("oracle_state", "state")] {
+        let o = oracle(report, name);
+        for d in ["i2t", "t2i"] {
+            for k in [1, 10] {
+                out.insert(
+                    format!("{prefix}_{d}_r{k}"),
+                    num(o.and_then(|o| at(&o.recall, k))),
+                );
+            }
+        }
+    }
+    for (prefix, kind) in [
+        ("plausible", RelevanceKind::Labels),
+        ("plausible_state", RelevanceKind::State),
+    ] {
+        for (d, dir) in [
+            ("i2t", Direction::ImageToText),
+            ("t2i", Direction::TextToImage),
+        ] {
+            out.insert(
+                format!("{prefix}_{d}_p1"),
+                num(plausible(m, kind, dir).and_then(|p| at(&p.recall, 1))),
+            );
+        }
+    }
+    let p = plausible(m, RelevanceKind::Labels, Direction::ImageToText);
+    out.insert(
+        "plausible_ece_i2t".into(),
+        num(p.map(|p| p.calibration.ece)),
+    );
+    let k1 = p.and_then(|p| p.risk_coverage.iter().find(|r| r.k == 1));
+    out.insert("plausible_aurc_i2t_k1".into(), num(k1.map(|r| r.aurc)));
+    out.insert("plausible_augrc_i2t_k1".into(), num(k1.map(|r| r.augrc)));
+    let sgr = p.and_then(|p| {
+        p.selective.iter().find(|s| {
+            s.k == 5 && matches!(s.guarantee, Guarantee::SelectiveRiskWithProbability { .. })
+        })
+    });
+    out.insert(
+        "sgr_coverage_i2t_k5".into(),
+        num(sgr.map(|s| s.test.coverage)),
+    );
+    let zs = m.zero_shot.as_ref();
+    let counted: Vec<f64> = zs
+        .map(|z| {
+            z.classes
+                .iter()
+                .filter(|c| c.positives >= ZERO_SHOT_MIN_POSITIVES)
+                .filter_map(|c| c.auroc)
+                .collect()
+        })
+        .unwrap_or_default();
+    out.insert(
+        "zero_shot_mean_auroc".into(),
+        num((!counted.is_empty()).then(|| counted.iter().sum::<f64>() / counted.len() as f64)),
+    );
+    for (key, finding) in [
+        ("zero_shot_auroc_pleural_effusion", "Pleural Effusion"),
+        ("zero_shot_auroc_cardiomegaly", "Cardiomegaly"),
+    ] {
+        let v = zs.and_then(|z| z.classes.iter().find(|c| c.finding == finding)?.auroc);
+        out.insert(key.into(), num(v));
+    }
+    let hub = m
+        .hubness
+        .iter()
+        .find(|h| h.direction == Direction::ImageToText);
+    out.insert(
+        "hub_max_share_i2t".into(),
+        num(hub.map(|h| h.max_top1_share)),
+    );
+    out.insert("hub_skew_i2t".into(), num(hub.map(|h| h.skewness)));
+    out
+}
+
+/// The whole `summary.json` object.
+pub fn summary(report: &EvaluationReport) -> Value {
+    let methods: BTreeMap<String, Value> = report
+        .methods
+        .iter()
+        .map(|m| {
+            (
+                method_key(&m.method),
+                Value::Object(method_summary(report, m)),
+            )
+        })
+        .collect();
+    let mut reference = Map::new();
+    for o in &report.oracles {
+        let mut r = Map::new();
+        for d in ["i2t", "t2i"] {
+            for (k, v) in &o.recall {
+                r.insert(format!("{d}_r{k}"), num(Some(*v)));
+            }
+        }
+        r.insert("groups".into(), json!(o.groups));
+        r.insert("largest_group".into(), json!(o.largest_group));
+        reference.insert(format!("oracle_{}", o.name), Value::Object(r));
+    }
+    json!({ "methods": methods, "reference": reference })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_keys() {
+        assert_eq!(method_key("PCME++"), "pcmepp");
+        assert_eq!(method_key("CXR-CLIP"), "cxr_clip");
+        assert_eq!(method_key("MedProbCLIP"), "medprobclip");
+        assert_eq!(method_key("CLIP"), "clip");
+    }
+
+    #[test]
+    fn non_finite_figures_are_null() {
+        assert_eq!(num(Some(f64::NAN)), Value::Null);
+        assert_eq!(num(None), Value::Null);
+        assert_eq!(num(Some(0.25)), json!(0.25));
+    }
+}

@@ -25,7 +25,11 @@ fn table(r: &EvaluationReport) -> String {
          | method | i2t P@1 | t2i P@1 | i2t P@1 (state) | t2i P@1 (state) | ECE i2t ↓ | AURC i2t ↓ | AUGRC i2t ↓ | SGR coverage i2t | zero-shot AUROC | top-1 hub share i2t |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    let rows: Vec<_> = r.methods.iter().map(|m| (m, method_summary(r, m))).collect();
+    let rows: Vec<_> = r
+        .methods
+        .iter()
+        .map(|m| (m, method_summary(r, m)))
+        .collect();
     for (m, x) in &rows {
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -93,7 +97,8 @@ fn table(r: &EvaluationReport) -> String {
     if beaten.is_empty() {
         s += "MedProbCLIP comes first on every headline figure of this run.\n";
     } else {
-        s += &format!(
+        s +=
+            &format!(
             "MedProbCLIP does not come first on {} headline figures of this run, among them: {}. \
              The full list is in `runs/quickstart/report.md`.\n",
             beaten.len(),

@@ -194,9 +194,17 @@ pub fn fit_plausible_probability(
     Ok((
         p,
         format!(
-            "σ(−{:.4}·d + {:.4}): P(a hit is a plausible match), fitted on validation over the first {k} hits \
-             of every query, both ways; plausible = {what}",
-            p.a, p.b
+            "σ(−{:.4}·d {} {:.4}): P(a hit is a plausible match), fitted on validation over the first {k} hits \
+             of every query, both ways; plausible = {what}{}",
+            p.scale(),
+            if p.b < 0.0 { "−" } else { "+" },
+            p.b.abs(),
+            if p.scale() <= medprob_core::MIN_SCALE {
+                ". On validation, distance does not predict a plausible match (the free fit's slope \
+                 is below the floor): every hit gets about the base rate"
+            } else {
+                ""
+            }
         ),
     ))
 }

@@ -620,7 +620,85 @@ mod tests {
         let pt = p.probability(top.distances[[0, 0]] as f64);
         assert!((out.per_finding[1].ece - (1.0 - pt)).abs() < 1e-9);
         assert!((out.calibration.ece - (pt - 0.5).abs()).abs() < 1e-9);
+        // Selective rules at K = 1 on two validation queries, one of them wrong: conformal
+        // risk control at α = 0.1 cannot afford one error in (n + 1) = 3, and the
+        // Clopper–Pearson bound on 1 error in 2 is far above α = 0.3: both abstain.
         assert_eq!(out.selective.len(), 2);
+        for e in &out.selective {
+            assert_eq!((e.k, e.threshold, e.test.answered), (1, None, 0));
+            assert_eq!((e.calibration.queries, e.test.queries), (2, 2));
+        }
+    }
+
+    #[test]
+    fn selective_rules_by_hand() {
+        // 40 queries, each on its own axis with one gallery item δ_i = 0.02·(i + 1) further
+        // out on the same axis: the top-1 distance δ_i² grows with i, so the top-1
+        // probability falls. The 30 nearest hits are relevant, the 10 farthest are not.
+        let n = 40;
+        let mut q = vec![0.0f32; n * n];
+        let mut g = vec![0.0f32; n * n];
+        for i in 0..n {
+            q[i * n + i] = 1.0;
+            g[i * n + i] = 1.0 + 0.02 * (i + 1) as f32;
+        }
+        let q = GaussianEmbeddings::from_vecs(n, n, q, vec![0.0; n * n]).unwrap();
+        let g = GaussianEmbeddings::from_vecs(n, n, g, vec![0.0; n * n]).unwrap();
+        let opts = TopKOptions::default();
+        let top = ranked_lists(Distance::Csd, &q, &g, 10, &opts).unwrap();
+        // The 10 far queries' relevant item is their neighbour's, never their first hit.
+        let r = Relevance::custom(
+            n,
+            (0..n)
+                .map(|i| if i < 30 { vec![i] } else { vec![(i + 1) % n] })
+                .collect(),
+        )
+        .unwrap();
+        let j = Judged {
+            top: &top,
+            relevance: &r,
+        };
+        let config = PlausibleConfig {
+            calibration_k: 1,
+            selective_ks: vec![1],
+            crc_alpha: 0.1,
+            ..Default::default()
+        };
+        let out = evaluate_direction(
+            Direction::ImageToText,
+            Distance::Csd,
+            MatchProbability::new(1.0, 0.0).unwrap(),
+            &j,
+            &j,
+            &q,
+            &g,
+            None,
+            &config,
+            &opts,
+        )
+        .unwrap();
+        // Conformal risk control: (errors + 1) / 41 ≤ 0.1 affords three errors, so the 30
+        // right answers and the first three wrong ones are answered.
+        let crc = out
+            .selective
+            .iter()
+            .find(|e| matches!(e.guarantee, Guarantee::JointRiskInExpectation { .. }))
+            .unwrap();
+        assert_eq!(crc.test.answered, 33);
+        assert!((crc.test.joint_risk - 3.0 / 40.0).abs() < 1e-12);
+        // Selection with guaranteed risk answers a prefix of the confidence order whose
+        // selective risk it certifies at ≤ 0.3.
+        let sgr = out
+            .selective
+            .iter()
+            .find(|e| matches!(e.guarantee, Guarantee::SelectiveRiskWithProbability { .. }))
+            .unwrap();
+        assert!(sgr.test.answered >= 30, "{:?}", sgr.test);
+        assert!(sgr.test.selective_risk.unwrap() <= 0.3);
+        assert_eq!(out.recall[0], (1, 0.75));
+        // The oracle order puts the 30 right answers first: E-AURC = AURC − oracle AURC.
+        let k1 = &out.risk_coverage[0];
+        assert!(k1.eaurc.abs() < 1e-12, "already in the oracle's order");
     }
 
     #[test]

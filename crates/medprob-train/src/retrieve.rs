@@ -626,8 +626,13 @@ mod tests {
             bit("Pleural Effusion") | bit("Cardiomegaly")
         );
         assert_eq!(parse_label_set("").unwrap(), bit("No Finding"));
-        let e = parse_label_set("Pleural Effusion;Effusion").unwrap_err().to_string();
-        assert!(e.contains("\"Effusion\"") && e.contains("Cardiomegaly"), "{e}");
+        let e = parse_label_set("Pleural Effusion;Effusion")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"Effusion\"") && e.contains("Cardiomegaly"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -121,7 +121,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 base.model.embed_dim,
                 base.medprobclip.lambda_image
             ),
-            "Match probabilities of every method are fitted post hoc (Platt) on the validation split.".into(),
+            "Match probabilities of every method are fitted post hoc (Platt) on the validation split, to \
+             \"is this hit a plausible match\" (the same positive label set) over the first 10 hits of every query."
+                .into(),
             "Regenerate: `cargo run --release --example quickstart`".into(),
         ],
         methods,

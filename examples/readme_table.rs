@@ -46,6 +46,14 @@ fn table(r: &EvaluationReport) -> String {
             f(x, "hub_max_share_i2t"),
         );
     }
+    let chance = |name: &str| {
+        r.oracles
+            .iter()
+            .find(|o| o.name == name)
+            .map_or("–".to_string(), |o| format!("{:.3}", o.chance_p1))
+    };
+    let (cl, cs) = (chance("labels"), chance("state"));
+    s += &format!("| *chance (random ranking)* | {cl} | {cl} | {cs} | {cs} | | | | | | |\n");
     s += "\n**Instance retrieval** (a hit is right only when it is the query's own study; fractions; \
           rsum = the sum of the six):\n\n\
           | method | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rsum |\n\
@@ -90,7 +98,8 @@ fn table(r: &EvaluationReport) -> String {
          probability against \"top-1 is plausible\"; AURC/AUGRC: confidence = top-1 probability, loss = \
          top-1 not plausible; SGR coverage: share of test image queries answered by selection with \
          guaranteed risk (no plausible report in the top 5, risk ≤ 0.3 with probability ≥ 0.9, fitted on \
-         validation). Every figure is in `runs/quickstart/summary.json`. ",
+         validation); zero-shot AUROC: mean over the findings with at least 10 positive test studies. \
+         Every figure is in `runs/quickstart/summary.json`. ",
         10.0 / test.max(1) as f64
     );
     let beaten = r.where_beaten("MedProbCLIP");

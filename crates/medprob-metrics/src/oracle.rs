@@ -25,6 +25,10 @@ pub struct OracleRecall {
     pub groups: usize,
     /// Size of the largest group.
     pub largest_group: usize,
+    /// Chance: the expected share of queries whose first hit is in their group (plausible
+    /// P@1) when the gallery is ranked at random, `Σ_g |g|² / n²`.
+    #[serde(default)]
+    pub chance_p1: f64,
 }
 
 /// The expected Recall@K of the group oracle, for each of `ks`.
@@ -34,6 +38,8 @@ pub struct OracleRecall {
 /// // Groups of sizes 1 and 3: R@1 = (1 + 3·⅓) / 4, R@2 = (1 + 3·⅔) / 4.
 /// let o = group_oracle_recall("labels", &["a", "b", "b", "b"], &[1, 2])?;
 /// assert!((o.recall[0].1 - 0.5).abs() < 1e-12 && (o.recall[1].1 - 0.75).abs() < 1e-12);
+/// // A random first hit is in the query's group with probability (1² + 3²) / 4².
+/// assert_eq!(o.chance_p1, 10.0 / 16.0);
 /// # Ok::<(), medprob_metrics::MetricsError>(())
 /// ```
 pub fn group_oracle_recall<K: std::hash::Hash + Eq>(
@@ -67,6 +73,7 @@ pub fn group_oracle_recall<K: std::hash::Hash + Eq>(
         recall,
         groups: size.len(),
         largest_group: size.values().copied().max().unwrap_or(0),
+        chance_p1: size.values().map(|&c| (c * c) as f64).sum::<f64>() / (n * n),
     })
 }
 
@@ -114,6 +121,11 @@ mod tests {
         let ks = [1, 2, 5, 10];
         let o = group_oracle_recall("labels", &groups, &ks).unwrap();
         assert_eq!((o.groups, o.largest_group), (10, 14));
+        let squares: usize = [1usize, 2, 3, 4, 5, 6, 7, 8, 10, 14]
+            .iter()
+            .map(|s| s * s)
+            .sum();
+        assert!((o.chance_p1 - squares as f64 / (n * n) as f64).abs() < 1e-12);
         for (k, expected) in o.recall {
             let measured = recall_at_k(&ranks, k).unwrap() / 100.0;
             assert!(

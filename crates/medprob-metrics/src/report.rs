@@ -382,13 +382,14 @@ impl EvaluationReport {
             s += "\n";
         }
         if !self.oracles.is_empty() {
-            s += "### Oracle references (instance recall, fractions)\n\nAn oracle that knows each study's group and nothing else ranks the query's group first in random order: its expected Recall@K is the mean of min(1, K/|group|). A reference, not a ceiling (a model that sees side or severity can beat the label oracle).\n\n| oracle | groups | largest group | R@1 | R@5 | R@10 |\n|---|---:|---:|---:|---:|---:|\n";
+            s += "### Oracle references (instance recall, fractions)\n\nAn oracle that knows each study's group and nothing else ranks the query's group first in random order: its expected Recall@K is the mean of min(1, K/|group|). A reference, not a ceiling (a model that sees side or severity can beat the label oracle). Chance P@1 is the plausible P@1 of a random ranking.\n\n| oracle | groups | largest group | chance P@1 | R@1 | R@5 | R@10 |\n|---|---:|---:|---:|---:|---:|---:|\n";
             for o in &self.oracles {
                 s += &format!(
-                    "| {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {:.3} | {} | {} | {} |\n",
                     o.name,
                     o.groups,
                     o.largest_group,
+                    o.chance_p1,
                     at(&o.recall, 1),
                     at(&o.recall, 5),
                     at(&o.recall, 10)

@@ -24,7 +24,9 @@
 //! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
 //! | `hub_max_share_i2t`, `hub_skew_i2t` | the largest share of image queries with one and the same top-1 report; skewness of `N₁₀` over the reports |
 //!
-//! Variants and oracles go under `reference`.
+//! Variants and oracles go under `reference`: `oracle_labels` and `oracle_state`, each with
+//! its expected instance recall (`i2t_r1` …), the number of groups, the largest group and
+//! `chance_p1`, the plausible P@1 of a random ranking.
 
 use std::collections::BTreeMap;
 
@@ -186,6 +188,7 @@ pub fn summary(report: &EvaluationReport) -> Value {
                 r.insert(format!("{d}_r{k}"), num(Some(*v)));
             }
         }
+        r.insert("chance_p1".into(), num(Some(o.chance_p1)));
         r.insert("groups".into(), json!(o.groups));
         r.insert("largest_group".into(), json!(o.largest_group));
         reference.insert(format!("oracle_{}", o.name), Value::Object(r));

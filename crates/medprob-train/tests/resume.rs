@@ -489,6 +489,46 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         .unwrap_err();
     assert!(e.to_string().contains("missing.png"), "{e}");
 
+    // A gallery CSV without a validation split is calibrated on the fallback CSV's, with a
+    // warning naming both; without a fallback it is an error naming the gallery CSV.
+    let other = tmp.path().join("no-validation");
+    std::fs::create_dir_all(&other).unwrap();
+    let other_csv = other.join("studies.csv");
+    let without: Vec<_> = studies
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            if s.split == Some(medprob_data::Split::Validate) {
+                s.split = Some(medprob_data::Split::Train);
+            }
+            s
+        })
+        .collect();
+    medprob_data::record::write_studies(&other_csv, &without).unwrap();
+    let mut other_cfg = cfg.clone();
+    other_cfg.data.studies = other_csv.clone();
+    other_cfg.data.image_root = Some(csv.parent().unwrap().to_path_buf());
+    let mut options = medprob_train::retrieve::RetrieveOptions::new(3, 0.5, 0.1);
+    let e = Retriever::new(&other_cfg, &cfg.out, medprob_data::Split::Test, &options)
+        .err()
+        .expect("no validation split and no fallback")
+        .to_string();
+    assert!(e.contains("no-validation") && e.contains("validate"), "{e}");
+    options.fallback_calibration = Some(csv.clone());
+    let r2 = Retriever::new(&other_cfg, &cfg.out, medprob_data::Split::Test, &options).unwrap();
+    assert_eq!(r2.warnings().len(), 1);
+    assert!(
+        r2.warnings()[0].contains("no-validation") && r2.warnings()[0].contains("calibrated on"),
+        "{}",
+        r2.warnings()[0]
+    );
+    let a2 = r2.query(&Query::Image(image.clone())).unwrap();
+    assert!(
+        a2.calibration.contains(&csv.display().to_string()),
+        "{}",
+        a2.calibration
+    );
+
     // A state file that does not describe the CSV's studies is refused, naming the file and
     // the study, before anything is written.
     let bad = tmp.path().join("bad-state");

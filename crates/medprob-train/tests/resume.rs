@@ -508,14 +508,25 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
     let mut other_cfg = cfg.clone();
     other_cfg.data.studies = other_csv.clone();
     other_cfg.data.image_root = Some(csv.parent().unwrap().to_path_buf());
-    let mut options = medprob_train::retrieve::RetrieveOptions::new(3, 0.5, 0.1);
-    let e = Retriever::new(&other_cfg, &cfg.out, medprob_data::Split::Test, &options)
-        .err()
-        .expect("no validation split and no fallback")
-        .to_string();
+    let mut retrieve_options = medprob_train::retrieve::RetrieveOptions::new(3, 0.5, 0.1);
+    let e = Retriever::new(
+        &other_cfg,
+        &cfg.out,
+        medprob_data::Split::Test,
+        &retrieve_options,
+    )
+    .err()
+    .expect("no validation split and no fallback")
+    .to_string();
     assert!(e.contains("no-validation") && e.contains("validate"), "{e}");
-    options.fallback_calibration = Some(csv.clone());
-    let r2 = Retriever::new(&other_cfg, &cfg.out, medprob_data::Split::Test, &options).unwrap();
+    retrieve_options.fallback_calibration = Some(csv.clone());
+    let r2 = Retriever::new(
+        &other_cfg,
+        &cfg.out,
+        medprob_data::Split::Test,
+        &retrieve_options,
+    )
+    .unwrap();
     assert_eq!(r2.warnings().len(), 1);
     assert!(
         r2.warnings()[0].contains("no-validation") && r2.warnings()[0].contains("calibrated on"),

@@ -179,12 +179,24 @@ pub fn fit_plausible_probability(
     blocks: &TopKOptions,
 ) -> Result<(MatchProbability, String)> {
     let l = lists(distance, validation, k, blocks)?;
-    let (relevance, what) = match validation.label_relevance()? {
+    fit_on_lists(&l, validation.label_relevance()?.as_ref(), validation, k)
+}
+
+/// [`fit_plausible_probability`] on ranked lists already at hand (at least `k` long) and
+/// the split's label relevance, when it has labels.
+fn fit_on_lists(
+    l: &Lists,
+    labels: Option<&(Relevance, Relevance)>,
+    validation: &Split<'_>,
+    k: usize,
+) -> Result<(MatchProbability, String)> {
+    let instance;
+    let (relevance, what) = match labels {
         Some(r) => (r, "the same positive label set (ζ = 0)"),
-        None => (
-            validation.instance_relevance(),
-            "the query's own study (no labels)",
-        ),
+        None => {
+            instance = validation.instance_relevance();
+            (&instance, "the query's own study (no labels)")
+        }
     };
     let (mut d, mut y) = candidate_outcomes(&l.i2t, &relevance.0, k)?;
     let (d2, y2) = candidate_outcomes(&l.t2i, &relevance.1, k)?;
@@ -231,12 +243,19 @@ pub fn evaluate_retrieval(
             detail: "no validation image has its report in the validation gallery",
         });
     }
+    // One search per split and direction serves the probability's fit and every
+    // plausible figure; one label relevance per split serves both too.
     let k = config.plausible.list_len();
-    let (probability, probability_text) = fit_plausible_probability(
-        scoring.distance,
+    let (lv, lt) = (
+        lists(scoring.distance, validation, k, &config.blocks)?,
+        lists(scoring.distance, test, k, &config.blocks)?,
+    );
+    let v_labels = validation.label_relevance()?;
+    let (probability, probability_text) = fit_on_lists(
+        &lv,
+        v_labels.as_ref(),
         validation,
         config.plausible.calibration_k,
-        &config.blocks,
     )?;
     let logit = |d: f64| probability.logit(d);
 
@@ -261,15 +280,11 @@ pub fn evaluate_retrieval(
     let (p, correct) = top1_probabilities(&tst.i2t, probability);
     let calibration = Some(CalibrationReport::new(&p, &correct)?);
 
-    let (lv, lt) = (
-        lists(scoring.distance, validation, k, &config.blocks)?,
-        lists(scoring.distance, test, k, &config.blocks)?,
-    );
     let mut plausible = Vec::new();
     for (kind, v_rel, t_rel) in [
         (
             crate::relevance::RelevanceKind::Labels,
-            validation.label_relevance()?,
+            v_labels,
             test.label_relevance()?,
         ),
         (

@@ -8,17 +8,15 @@
 //! PMRP is the share of plausible items among the first `R` results, and mAP@R is
 //! `(1/R)·Σ_{i ≤ R} precision@i · 1{item i plausible}`.
 
-use medprob_core::{Distance, GaussianEmbeddings, TopKAccumulator, TopKOptions};
-use rayon::prelude::*;
+use medprob_core::{Distance, GaussianEmbeddings, TopKOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MetricsError, Result};
+use crate::plausible::r_precision_sums;
+use crate::relevance::Relevance;
 
 /// The ζ values of PCME's tables.
 pub const ZETAS: [u32; 3] = [0, 1, 2];
-
-/// Queries per top-R search: the working memory is `QUERY_BLOCK × R_max × 12` bytes.
-const QUERY_BLOCK: usize = 64;
 
 /// PMRP and mAP@R at one ζ, in percent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -62,75 +60,26 @@ pub fn label_retrieval(
             detail: "no queries or an empty gallery",
         });
     }
-    let plausible = |q: u32, g: u32, zeta: u32| (q ^ g).count_ones() <= zeta;
-    // Per ζ: the sums of PMRP and AP@R, and the number of queries scored.
-    let mut sums = vec![(0.0f64, 0.0f64, 0usize); zetas.len()];
-    let mut q0 = 0;
-    while q0 < queries.len() {
-        let q1 = (q0 + QUERY_BLOCK).min(queries.len());
-        let labels = &query_labels[q0..q1];
-        let r: Vec<Vec<usize>> = labels
-            .par_iter()
-            .map(|&q| {
-                zetas
-                    .iter()
-                    .map(|&z| {
-                        gallery_labels
-                            .iter()
-                            .filter(|&&g| plausible(q, g, z))
-                            .count()
-                    })
-                    .collect()
-            })
-            .collect();
-        let r_max = r.iter().flatten().copied().max().unwrap_or(0);
-        if r_max > 0 {
-            let block = queries.slice(q0..q1);
-            let mut acc = TopKAccumulator::new(distance, &block, r_max, *options)?;
-            let mut g0 = 0;
-            while g0 < gallery.len() {
-                let g1 = (g0 + options.gallery_block).min(gallery.len());
-                acc.add_block(g0, &gallery.slice(g0..g1))?;
-                g0 = g1;
-            }
-            let top = acc.finish();
-            for (i, &q) in labels.iter().enumerate() {
-                let row = top.indices.row(i);
-                for (z, &zeta) in zetas.iter().enumerate() {
-                    let rq = r[i][z];
-                    if rq == 0 {
-                        continue;
-                    }
-                    let (mut hits, mut ap) = (0usize, 0.0);
-                    for (rank, &j) in row.iter().take(rq).enumerate() {
-                        if plausible(q, gallery_labels[j], zeta) {
-                            hits += 1;
-                            ap += hits as f64 / (rank + 1) as f64;
-                        }
-                    }
-                    sums[z].0 += hits as f64 / rq as f64;
-                    sums[z].1 += ap / rq as f64;
-                    sums[z].2 += 1;
-                }
-            }
+    // PMRP is R-precision under label relevance: one search serves every ζ.
+    let relevances = zetas
+        .iter()
+        .map(|&z| Relevance::labels(query_labels, gallery_labels, z))
+        .collect::<Result<Vec<_>>>()?;
+    let sums = r_precision_sums(distance, queries, gallery, &relevances, options)?;
+    let percent = |s: f64, n: usize| {
+        if n > 0 {
+            100.0 * s / n as f64
+        } else {
+            f64::NAN
         }
-        q0 = q1;
-    }
+    };
     Ok(zetas
         .iter()
         .zip(sums)
         .map(|(&zeta, (pmrp, ap, n))| LabelRetrieval {
             zeta,
-            pmrp: if n > 0 {
-                100.0 * pmrp / n as f64
-            } else {
-                f64::NAN
-            },
-            map_at_r: if n > 0 {
-                100.0 * ap / n as f64
-            } else {
-                f64::NAN
-            },
+            pmrp: percent(pmrp, n),
+            map_at_r: percent(ap, n),
             queries: n,
         })
         .collect())

@@ -134,18 +134,51 @@ pub fn r_precision(
     relevance: &Relevance,
     options: &TopKOptions,
 ) -> Result<RPrecision> {
-    relevance.check_shape("r_precision", queries.len(), gallery.len())?;
+    let (rp, ap, n) = r_precision_sums(
+        distance,
+        queries,
+        gallery,
+        std::slice::from_ref(relevance),
+        options,
+    )?[0];
+    let mean = |s: f64| if n > 0 { s / n as f64 } else { f64::NAN };
+    Ok(RPrecision {
+        r_precision: mean(rp),
+        map_at_r: mean(ap),
+        queries: n,
+    })
+}
+
+/// [`r_precision`] under several relevances of the same queries and gallery with one
+/// search (each block of queries keeps its largest `R` over all of them): per relevance,
+/// the sums of R-precision and AP@R over the scored queries, and their number. PMRP at
+/// ζ = 0, 1, 2 ([`crate::label_retrieval`]) is this under label relevance.
+pub fn r_precision_sums(
+    distance: Distance,
+    queries: &GaussianEmbeddings,
+    gallery: &GaussianEmbeddings,
+    relevances: &[Relevance],
+    options: &TopKOptions,
+) -> Result<Vec<(f64, f64, usize)>> {
+    for relevance in relevances {
+        relevance.check_shape("r_precision", queries.len(), gallery.len())?;
+    }
     if gallery.is_empty() || queries.is_empty() {
         return Err(MetricsError::Empty {
             what: "r_precision",
             detail: "no queries or an empty gallery",
         });
     }
-    let (mut rp, mut ap, mut n) = (0.0f64, 0.0f64, 0usize);
+    // Per relevance: the sums of R-precision and AP@R, and the number of queries scored.
+    let mut sums = vec![(0.0f64, 0.0f64, 0usize); relevances.len()];
     let mut q0 = 0;
     while q0 < queries.len() {
         let q1 = (q0 + QUERY_BLOCK).min(queries.len());
-        let r_max = (q0..q1).map(|q| relevance.count(q)).max().unwrap_or(0);
+        let r_max = relevances
+            .iter()
+            .flat_map(|r| (q0..q1).map(|q| r.count(q)))
+            .max()
+            .unwrap_or(0);
         if r_max > 0 {
             let top = kernels::top_k(
                 distance,
@@ -154,35 +187,32 @@ pub fn r_precision(
                 r_max.min(gallery.len()),
                 options,
             )?;
-            let scored: Vec<(f64, f64)> = (q0..q1)
-                .into_par_iter()
-                .filter(|&q| relevance.count(q) > 0)
-                .map(|q| {
-                    let r = relevance.count(q);
-                    let (mut hits, mut sum) = (0usize, 0.0);
-                    for (rank, &g) in top.indices.row(q - q0).iter().take(r).enumerate() {
-                        if relevance.is_relevant(q, g) {
-                            hits += 1;
-                            sum += hits as f64 / (rank + 1) as f64;
+            for (relevance, sum) in relevances.iter().zip(&mut sums) {
+                let scored: Vec<(f64, f64)> = (q0..q1)
+                    .into_par_iter()
+                    .filter(|&q| relevance.count(q) > 0)
+                    .map(|q| {
+                        let r = relevance.count(q);
+                        let (mut hits, mut ap) = (0usize, 0.0);
+                        for (rank, &g) in top.indices.row(q - q0).iter().take(r).enumerate() {
+                            if relevance.is_relevant(q, g) {
+                                hits += 1;
+                                ap += hits as f64 / (rank + 1) as f64;
+                            }
                         }
-                    }
-                    (hits as f64 / r as f64, sum / r as f64)
-                })
-                .collect();
-            for (p, a) in scored {
-                rp += p;
-                ap += a;
-                n += 1;
+                        (hits as f64 / r as f64, ap / r as f64)
+                    })
+                    .collect();
+                for (p, a) in scored {
+                    sum.0 += p;
+                    sum.1 += a;
+                    sum.2 += 1;
+                }
             }
         }
         q0 = q1;
     }
-    let mean = |s: f64| if n > 0 { s / n as f64 } else { f64::NAN };
-    Ok(RPrecision {
-        r_precision: mean(rp),
-        map_at_r: mean(ap),
-        queries: n,
-    })
+    Ok(sums)
 }
 
 /// `(distance, relevant)` of each of the first `k` results of every query: what the match

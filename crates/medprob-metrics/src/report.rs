@@ -129,6 +129,20 @@ pub struct MethodReport {
     pub hubness: Vec<crate::hubness::Hubness>,
 }
 
+impl MethodReport {
+    /// The plausible-match figures of one relevance kind and direction, when measured.
+    pub fn plausible(
+        &self,
+        kind: crate::relevance::RelevanceKind,
+        direction: Direction,
+    ) -> Option<&crate::plausible::PlausibleDirection> {
+        self.plausible
+            .iter()
+            .find(|p| p.kind == kind)
+            .and_then(|p| p.direction(direction))
+    }
+}
+
 /// A full evaluation: several methods on one dataset split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationReport {
@@ -251,10 +265,7 @@ impl EvaluationReport {
         }
         // Plausible matches by label agreement: P@1 both ways and the top-1 ECE.
         let labels = |m: &MethodReport, d: Direction| {
-            m.plausible
-                .iter()
-                .find(|p| p.kind == crate::relevance::RelevanceKind::Labels)
-                .and_then(|p| p.direction(d))
+            m.plausible(crate::relevance::RelevanceKind::Labels, d)
                 .cloned()
         };
         for d in [Direction::ImageToText, Direction::TextToImage] {
@@ -303,7 +314,6 @@ impl EvaluationReport {
     /// The plausible-match sections: per relevance, the headline figures with the oracle
     /// beside them; hubness; per-finding calibration.
     pub fn plausible_markdown(&self) -> String {
-        use crate::plausible::PlausibleDirection;
         let mut s = String::new();
         let kinds: Vec<(crate::relevance::RelevanceKind, String)> = {
             let mut v: Vec<(crate::relevance::RelevanceKind, String)> = Vec::new();
@@ -327,16 +337,6 @@ impl EvaluationReport {
               \"top-1 not right\" as loss; SGR coverage = share of test queries answered by selection \
               with guaranteed risk fitted on validation (no right hit in the top 5, risk ≤ 0.3 with \
               probability ≥ 0.9).\n\n";
-        fn get(
-            m: &MethodReport,
-            kind: crate::relevance::RelevanceKind,
-            d: Direction,
-        ) -> Option<&PlausibleDirection> {
-            m.plausible
-                .iter()
-                .find(|p| p.kind == kind)
-                .and_then(|p| p.direction(d))
-        }
         let at = |v: &[(usize, f64)], k: usize| {
             v.iter()
                 .find(|(kk, _)| *kk == k)
@@ -346,8 +346,8 @@ impl EvaluationReport {
             s += &format!("### Relevance: {name}\n\n| method | i2t P@1 | R@5 | R@10 | R-prec | t2i P@1 | R@5 | R@10 | R-prec | ECE i2t | AURC i2t K=1 | E-AURC | AUGRC | SGR coverage i2t K=5 (risk) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for m in &self.methods {
                 let (Some(i), Some(t)) = (
-                    get(m, kind, Direction::ImageToText),
-                    get(m, kind, Direction::TextToImage),
+                    m.plausible(kind, Direction::ImageToText),
+                    m.plausible(kind, Direction::TextToImage),
                 ) else {
                     continue;
                 };
@@ -439,8 +439,7 @@ impl EvaluationReport {
             .methods
             .iter()
             .filter(|m| {
-                get(
-                    m,
+                m.plausible(
                     crate::relevance::RelevanceKind::Labels,
                     Direction::ImageToText,
                 )
@@ -457,22 +456,22 @@ impl EvaluationReport {
                     .join(" | "),
                 "---:|".repeat(with.len())
             );
-            let rows = &get(
-                first,
-                crate::relevance::RelevanceKind::Labels,
-                Direction::ImageToText,
-            )
-            .expect("filtered")
-            .per_finding;
+            let rows = &first
+                .plausible(
+                    crate::relevance::RelevanceKind::Labels,
+                    Direction::ImageToText,
+                )
+                .expect("filtered")
+                .per_finding;
             for row in rows {
                 s += &format!("| {} ({}) ", row.finding, row.queries);
                 for m in &with {
-                    let v = get(
-                        m,
-                        crate::relevance::RelevanceKind::Labels,
-                        Direction::ImageToText,
-                    )
-                    .and_then(|p| p.per_finding.iter().find(|f| f.finding == row.finding));
+                    let v = m
+                        .plausible(
+                            crate::relevance::RelevanceKind::Labels,
+                            Direction::ImageToText,
+                        )
+                        .and_then(|p| p.per_finding.iter().find(|f| f.finding == row.finding));
                     s += &v.map_or("| – ".into(), |f| {
                         format!(
                             "| {:.3} (p {:.2}, acc {:.2}) ",
@@ -706,11 +705,11 @@ impl EvaluationReport {
             .methods
             .iter()
             .filter_map(|m| {
-                m.plausible
-                    .iter()
-                    .find(|p| p.kind == crate::relevance::RelevanceKind::Labels)
-                    .and_then(|p| p.direction(Direction::ImageToText))
-                    .map(|d| ReliabilityChart::from_calibration(&m.method, &d.calibration))
+                m.plausible(
+                    crate::relevance::RelevanceKind::Labels,
+                    Direction::ImageToText,
+                )
+                .map(|d| ReliabilityChart::from_calibration(&m.method, &d.calibration))
             })
             .collect();
         if !charts.is_empty() {
@@ -729,11 +728,10 @@ impl EvaluationReport {
             .methods
             .iter()
             .filter_map(|m| {
-                let d = m
-                    .plausible
-                    .iter()
-                    .find(|p| p.kind == crate::relevance::RelevanceKind::Labels)?
-                    .direction(Direction::ImageToText)?;
+                let d = m.plausible(
+                    crate::relevance::RelevanceKind::Labels,
+                    Direction::ImageToText,
+                )?;
                 let r = d.risk_coverage.iter().find(|r| r.k == 1)?;
                 Some(Series {
                     name: format!("{} (AURC {:.3}, AUGRC {:.3})", m.method, r.aurc, r.augrc),
@@ -748,15 +746,10 @@ impl EvaluationReport {
             );
             plot::line_chart(
                 &path,
-                &LineChart {
-                    title: "Risk–coverage, image→text (loss = top-1 not plausible)".into(),
-                    x_label: "coverage (share of queries answered)".into(),
-                    y_label: "selective risk".into(),
-                    x_range: Some((0.0, 1.0)),
-                    y_range: Some((0.0, 1.0)),
+                &risk_coverage_chart(
+                    "Risk–coverage, image→text (loss = top-1 not plausible)".into(),
                     series,
-                    diagonal: false,
-                },
+                ),
             )?;
         }
 
@@ -810,15 +803,10 @@ impl EvaluationReport {
                 );
                 plot::line_chart(
                     &path,
-                    &LineChart {
-                        title: format!("Risk–coverage, image→text (loss = miss at R@{k})"),
-                        x_label: "coverage (share of queries answered)".into(),
-                        y_label: "selective risk".into(),
-                        x_range: Some((0.0, 1.0)),
-                        y_range: Some((0.0, 1.0)),
+                    &risk_coverage_chart(
+                        format!("Risk–coverage, image→text (loss = miss at R@{k})"),
                         series,
-                        diagonal: false,
-                    },
+                    ),
                 )?;
             }
         }
@@ -894,5 +882,18 @@ impl EvaluationReport {
             plot::line_chart_grid(&path, "Image→text R@10 under image corruptions", &panels, 4)?;
         }
         Ok(written)
+    }
+}
+
+/// A risk–coverage chart: selective risk against coverage, both on [0, 1].
+fn risk_coverage_chart(title: String, series: Vec<Series>) -> LineChart {
+    LineChart {
+        title,
+        x_label: "coverage (share of queries answered)".into(),
+        y_label: "selective risk".into(),
+        x_range: Some((0.0, 1.0)),
+        y_range: Some((0.0, 1.0)),
+        series,
+        diagonal: false,
     }
 }

@@ -33,7 +33,6 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::oracle::OracleRecall;
-use crate::plausible::PlausibleDirection;
 use crate::relevance::RelevanceKind;
 use crate::report::{Direction, EvaluationReport, MethodReport};
 use crate::selective::Guarantee;
@@ -65,13 +64,6 @@ fn at(recall: &[(usize, f64)], k: usize) -> Option<f64> {
 
 fn oracle<'a>(report: &'a EvaluationReport, name: &str) -> Option<&'a OracleRecall> {
     report.oracles.iter().find(|o| o.name == name)
-}
-
-fn plausible(m: &MethodReport, kind: RelevanceKind, d: Direction) -> Option<&PlausibleDirection> {
-    m.plausible
-        .iter()
-        .find(|p| p.kind == kind)
-        .and_then(|p| p.direction(d))
 }
 
 /// The flat figures of one method.
@@ -114,11 +106,11 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
         ] {
             out.insert(
                 format!("{prefix}_{d}_p1"),
-                num(plausible(m, kind, dir).and_then(|p| at(&p.recall, 1))),
+                num(m.plausible(kind, dir).and_then(|p| at(&p.recall, 1))),
             );
         }
     }
-    let p = plausible(m, RelevanceKind::Labels, Direction::ImageToText);
+    let p = m.plausible(RelevanceKind::Labels, Direction::ImageToText);
     out.insert(
         "plausible_ece_i2t".into(),
         num(p.map(|p| p.calibration.ece)),

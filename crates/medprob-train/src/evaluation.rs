@@ -188,18 +188,21 @@ pub fn evaluate(
             .map(|&i| label_mask(&loader.studies()[i]))
             .collect()
     };
-    let states = |e: &SplitEmbeddings, loader: &StudyLoader| -> Result<Option<Vec<String>>> {
-        let studies: Vec<StudyRecord> = e
-            .study_index
-            .iter()
-            .map(|&i| loader.studies()[i].clone())
-            .collect();
-        Ok(ground_truth(&config.data.studies, &studies)?
-            .map(|t| t.iter().map(|t| t.state_key()).collect()))
+    // The ground truth of both splits' evaluated studies, from one read of the file.
+    let studies: Vec<StudyRecord> = [(&val, validation), (&tst, test)]
+        .iter()
+        .flat_map(|(e, loader)| e.study_index.iter().map(|&i| loader.studies()[i].clone()))
+        .collect();
+    let (vs, ts) = match ground_truth(&config.data.studies, &studies)? {
+        Some(truth) => {
+            let mut keys: Vec<String> = truth.iter().map(|t| t.state_key()).collect();
+            let test_keys = keys.split_off(val.study_index.len());
+            (Some(keys), Some(test_keys))
+        }
+        None => (None, None),
     };
     let (vk, tk) = (keys(&val), keys(&tst));
     let (vl, tl) = (labels(&val, validation), labels(&tst, test));
-    let (vs, ts) = (states(&val, validation)?, states(&tst, test)?);
     let label_names: Vec<&str> = medprob_data::CHEXPERT_LABELS.to_vec();
     let scoring = Scoring {
         distance: config.distance(),

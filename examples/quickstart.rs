@@ -38,6 +38,9 @@ struct Args {
     /// Training epochs per method (default: the config's).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Epochs of the shared label-pretraining stage (default: the config's; 0: none).
+    #[arg(long)]
+    pretrain_epochs: Option<usize>,
     /// Skip the robustness sweep (7 corruptions × 5 severities).
     #[arg(long)]
     no_robustness: bool,
@@ -85,6 +88,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..defaults
     };
     base.data.studies = csv;
+    if let Some(e) = args.pretrain_epochs {
+        base.pretrain.epochs = e;
+    }
     let options = EvalOptions::with_robustness(!args.no_robustness);
     let verbosity = Verbosity {
         progress: !args.quiet,

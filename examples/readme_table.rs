@@ -2,8 +2,11 @@
 //! `summary.json`), so every figure in the README comes from that file.
 //!
 //! ```sh
-//! cargo run --release --example readme_table -- runs/quickstart/metrics.json README.md
+//! cargo run --release --example readme_table -- runs/quickstart/metrics.json README.md runs/q1/metrics.json
 //! ```
+//!
+//! The third file (default `runs/q1/metrics.json`, the quickstart with `--seed 1 --out
+//! runs/q1`) adds a table of both seeds' headline figures when it exists.
 
 use std::path::PathBuf;
 
@@ -117,11 +120,71 @@ fn table(r: &EvaluationReport) -> String {
     s
 }
 
+/// The headline figures of two runs side by side (`seed 0 / seed 1`), so a reader sees
+/// which leads hold on both.
+fn both_seeds(a: &EvaluationReport, b: &EvaluationReport) -> String {
+    let keys = [
+        ("plausible_i2t_p1", "i2t P@1"),
+        ("plausible_t2i_p1", "t2i P@1"),
+        ("i2t_r10", "i2t R@10"),
+        ("t2i_r10", "t2i R@10"),
+        ("rsum", "rsum"),
+        ("zero_shot_mean_auroc", "zero-shot AUROC"),
+        ("hub_max_share_i2t", "hub share i2t"),
+    ];
+    let mut s = String::from("\n**Both seeds** (`seed 0 / seed 1`: `--seed 1` draws another dataset and initialisation; the best of each seed in bold):\n\n| method |");
+    for (_, name) in keys {
+        s += &format!(" {name} |");
+    }
+    s += "\n|---|";
+    s += &"---:|".repeat(keys.len());
+    s += "\n";
+    let summaries = |r: &EvaluationReport| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        r.methods.iter().map(|m| method_summary(r, m)).collect()
+    };
+    let (sa, sb) = (summaries(a), summaries(b));
+    let get = |m: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        m.get(k).and_then(serde_json::Value::as_f64)
+    };
+    // Lower is better only for the hub share.
+    let best = |rows: &[serde_json::Map<String, serde_json::Value>], k: &str| {
+        let vals = rows.iter().filter_map(|m| get(m, k));
+        if k.starts_with("hub") {
+            vals.fold(f64::INFINITY, f64::min)
+        } else {
+            vals.fold(f64::NEG_INFINITY, f64::max)
+        }
+    };
+    for (i, m) in a.methods.iter().enumerate() {
+        s += &format!("| {} |", m.method);
+        let other = b.methods.iter().position(|x| x.method == m.method);
+        for (k, _) in keys {
+            let cell =
+                |rows: &[serde_json::Map<String, serde_json::Value>], j: Option<usize>| match j
+                    .and_then(|j| get(&rows[j], k))
+                {
+                    Some(v) if v == best(rows, k) => format!("**{v:.3}**"),
+                    Some(v) => format!("{v:.3}"),
+                    None => "–".into(),
+                };
+            s += &format!(" {} / {} |", cell(&sa, Some(i)), cell(&sb, other));
+        }
+        s += "\n";
+    }
+    s
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let metrics = PathBuf::from(args.next().unwrap_or("runs/quickstart/metrics.json".into()));
     let readme = PathBuf::from(args.next().unwrap_or("README.md".into()));
+    let second = PathBuf::from(args.next().unwrap_or("runs/q1/metrics.json".into()));
     let report = EvaluationReport::load_json(&metrics)?;
+    let mut table = table(&report);
+    if second.is_file() {
+        table += &both_seeds(&report, &EvaluationReport::load_json(&second)?);
+    }
+    let table = |_: &EvaluationReport| table.clone();
     let text = std::fs::read_to_string(&readme)?;
     let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
         return Err(format!("{} has no {START} … {END} markers", readme.display()).into());

@@ -32,6 +32,9 @@ struct Args {
     method: Option<String>,
     #[arg(long)]
     epochs: Option<usize>,
+    /// Epochs of the shared label-pretraining stage (0: none).
+    #[arg(long)]
+    pretrain_epochs: Option<usize>,
     #[arg(long)]
     lr: Option<f64>,
     #[arg(long)]
@@ -77,6 +80,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = args.epochs {
         c.epochs = v;
+    }
+    if let Some(v) = args.pretrain_epochs {
+        c.pretrain.epochs = v;
     }
     if let Some(v) = args.lr {
         c.optim.lr = v;

@@ -10,7 +10,7 @@ one fixed synthetic batch (data loading excluded) and print one JSON line, e.g.
 medprob's ``TrainConfig::default()`` operation by operation:
 
 * image encoder (``crates/medprob-encoders/src/vit.rs``): ViT on 3x64x64
-  inputs, 16-pixel patches (a stride-16 convolution), width 64, 2 pre-norm
+  inputs, 16-pixel patches (a stride-16 convolution), width 128, 2 pre-norm
   blocks (LayerNorm eps 1e-6, fused qkv, 4 heads, MLP ratio 2 with erf GELU,
   no dropout), a [CLS] token in the sequence, final LayerNorm, mean of the 16
   patch tokens (the [CLS] token is left out of the mean);
@@ -19,7 +19,7 @@ medprob's ``TrainConfig::default()`` operation by operation:
   LayerNorm eps 1e-12, dropout 0.1 after the embeddings, on the attention
   probabilities and after the attention and feed-forward outputs, additive
   mask ``(mask - 1) * 1e4``, mean pooling over the mask;
-* heads (``heads.rs``): ``Linear(64, 2 * 64)`` split into mean and
+* heads (``heads.rs``): ``Linear(128, 2 * 64)`` (image) and ``Linear(64, 2 * 64)`` (text), split into mean and
   log-variance, the log-variance clamped to [-6, 6], means not normalised;
 * loss (``crates/medprob-losses/src/medprobclip.rs``, SPEC section 4): MLS
   ``d = 1/2 sum_d [(mu1 - mu2)^2 / (s1 + s2) + log(s1 + s2 + 1e-6)]`` with
@@ -63,7 +63,7 @@ from torch import nn
 # medprob's TrainConfig::default() (crates/medprob-train/src/config.rs).
 IMAGE_SIZE = 64
 PATCH = 16
-VIT_DIM = 64
+VIT_DIM = 128
 VIT_DEPTH = 2
 VIT_HEADS = 4
 VIT_MLP_RATIO = 2.0

@@ -115,6 +115,10 @@ pub struct TextAugment {
     pub word_dropout: f64,
     /// Replace numbers (`7`, `3.5`, `2cm`) by this token; `None` keeps them.
     pub number_mask: Option<String>,
+    /// Probability of keeping only some of the sentences of a text of several (a random
+    /// number from one to all but one, chosen at random, in their order): short texts, such
+    /// as a single finding or a zero-shot prompt, are then in the training distribution.
+    pub sentence_subset: f64,
 }
 
 impl Default for TextAugment {
@@ -123,6 +127,7 @@ impl Default for TextAugment {
             sentence_shuffle: 0.5,
             word_dropout: 0.03,
             number_mask: Some("[MASK]".into()),
+            sentence_subset: 0.0,
         }
     }
 }
@@ -136,6 +141,17 @@ impl TextAugment {
     /// Apply to one text.
     pub fn apply<R: Rng + ?Sized>(&self, text: &str, rng: &mut R) -> String {
         let mut sentences = split_sentences(text);
+        // Drawn only when enabled, so configs without it keep their random stream.
+        if self.sentence_subset > 0.0
+            && sentences.len() > 1
+            && rng.random_bool(self.sentence_subset.clamp(0.0, 1.0))
+        {
+            let n = sentences.len();
+            let keep = rng.random_range(1..n);
+            let mut chosen = rand::seq::index::sample(rng, n, keep).into_vec();
+            chosen.sort_unstable();
+            sentences = chosen.into_iter().map(|i| sentences[i]).collect();
+        }
         if sentences.len() > 1 && rng.random_bool(self.sentence_shuffle.clamp(0.0, 1.0)) {
             sentences.shuffle(rng);
         }
@@ -202,6 +218,44 @@ mod tests {
         s.findings = findings.into();
         s.impression = impression.into();
         s
+    }
+
+    #[test]
+    fn sentence_subsets_keep_some_sentences_whole_and_in_order() {
+        let text = "Left effusion. No pneumothorax. Heart size is normal. Lines in place.";
+        let all = split_sentences(text);
+        let a = TextAugment {
+            sentence_shuffle: 0.0,
+            word_dropout: 0.0,
+            number_mask: None,
+            sentence_subset: 1.0,
+        };
+        let mut sizes = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let out = a.apply(text, &mut rand::rngs::StdRng::seed_from_u64(seed));
+            let kept = split_sentences(&out);
+            assert!(!kept.is_empty() && kept.len() < all.len(), "{out}");
+            let positions: Vec<usize> = kept
+                .iter()
+                .map(|k| all.iter().position(|s| s == k).expect("a whole sentence"))
+                .collect();
+            assert!(positions.windows(2).all(|w| w[0] < w[1]), "{out}");
+            sizes.insert(kept.len());
+        }
+        assert_eq!(sizes, [1, 2, 3].into_iter().collect());
+        // One sentence stays; probability 0 is the identity and draws nothing.
+        assert_eq!(
+            a.apply("Left effusion.", &mut rand::rngs::StdRng::seed_from_u64(1)),
+            "Left effusion."
+        );
+        let off = TextAugment {
+            sentence_subset: 0.0,
+            ..a.clone()
+        };
+        let mut r1 = rand::rngs::StdRng::seed_from_u64(3);
+        assert_eq!(off.apply(text, &mut r1), text);
+        let mut r2 = rand::rngs::StdRng::seed_from_u64(3);
+        assert_eq!(r1.random::<u64>(), r2.random::<u64>());
     }
 
     #[test]

@@ -245,9 +245,33 @@ impl MedProbModel {
         Ok(self.logit_scale.to_dtype(DType::F32)?)
     }
 
+    /// The image backbone's pooled features `[B, F]` (before the head, in the model's
+    /// dtype): what a classifier of the shared pretraining stage reads.
+    pub fn image_features(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        self.image.forward(&images.to_dtype(self.dtype)?, train)
+    }
+
+    /// The text backbone's pooled features `[B, H]` (before the head).
+    pub fn text_features(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let hidden = self.text.forward(ids, mask, train)?;
+        BertEncoder::pool(&hidden, mask, self.config.text_pooling)
+    }
+
+    /// The variables under `prefix` (`image`, `text`) with the prefix stripped, as
+    /// [`MedProbModel::load_pretrained`] reads them back.
+    pub fn backbone_tensors(&self, prefix: &str) -> std::collections::HashMap<String, Tensor> {
+        self.all_vars()
+            .into_iter()
+            .filter_map(|(name, var)| {
+                name.strip_prefix(&format!("{prefix}."))
+                    .map(|rest| (rest.to_string(), var.as_tensor().detach()))
+            })
+            .collect()
+    }
+
     /// Embed images `[B, C, S, S]` (any float dtype; embeddings come out as `f32`).
     pub fn encode_images(&self, images: &Tensor, train: bool) -> Result<Embedded> {
-        let mut f = self.image.forward(&images.to_dtype(self.dtype)?, train)?;
+        let mut f = self.image_features(images, train)?;
         if self.config.freeze_image {
             f = f.detach();
         }
@@ -362,8 +386,7 @@ impl MedProbModel {
 
     /// Embed token ids `[B, L]` with their attention mask.
     pub fn encode_texts(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Embedded> {
-        let hidden = self.text.forward(ids, mask, train)?;
-        let mut f = BertEncoder::pool(&hidden, mask, self.config.text_pooling)?;
+        let mut f = self.text_features(ids, mask, train)?;
         if self.config.freeze_text {
             f = f.detach();
         }

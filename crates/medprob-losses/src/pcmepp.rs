@@ -3,7 +3,7 @@
 //! `L = 2·BCE(L, M) + β·(KL_I + KL_T) + α·[BCE(L, M′) + BCE(Lᵀ, M″)]`,
 //! `L_ij = −a·CSD(i, j) + b`, `M` the targets (identity by default), `M′`/`M″` the targets
 //! plus pseudo-positives `L_ij ≥ L_ii` of each direction; the KL uses PCME++'s reduction (mean
-//! over batch and dimensions) and is dropped from the total when it exceeds the guard.
+//! over batch and dimensions) and each modality's KL is dropped from the total on its own when it exceeds the guard.
 //! The factor 2 stands for the identical image→text and text→image BCE terms.
 
 use candle_core::Tensor;
@@ -30,7 +30,8 @@ pub struct PcmeppConfig {
     pub vib_beta: f64,
     /// `α`, weight of the pseudo-positive terms (0 turns them off).
     pub smoothness_alpha: f64,
-    /// The VIB term is left out of the total when `KL_I + KL_T` exceeds this.
+    /// Each modality's VIB term (`KL_I`, `KL_T`) is left out of the total on its own when
+    /// it exceeds this, as in the official code.
     pub vib_guard: f64,
 }
 
@@ -120,13 +121,17 @@ impl PcmeppLoss {
         let r = VibReduction::MeanAll;
         let kl_i = vib_kl(image, r)?;
         let kl_t = vib_kl(text, r)?;
-        let kl = (&kl_i + &kl_t)?;
-        let kl_value = scalar(&kl)?;
+        // As the official code: each modality's KL is dropped on its own when it exceeds
+        // the guard, so a diverging text head does not switch off the image's VIB term.
         let mut vib_value = 0.0;
-        if c.vib_beta > 0.0 && kl_value <= c.vib_guard {
-            let vib = kl.affine(c.vib_beta, 0.0)?;
-            vib_value = scalar(&vib)?;
-            total = (total + vib)?;
+        if c.vib_beta > 0.0 {
+            for kl in [&kl_i, &kl_t] {
+                if scalar(kl)? <= c.vib_guard {
+                    let vib = kl.affine(c.vib_beta, 0.0)?;
+                    vib_value += scalar(&vib)?;
+                    total = (total + vib)?;
+                }
+            }
         }
 
         let mut n_pseudo = 0;

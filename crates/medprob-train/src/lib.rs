@@ -10,6 +10,7 @@
 pub mod allocator;
 pub mod checkpoint;
 pub mod config;
+pub mod curves;
 pub mod encode;
 pub mod error;
 pub mod evaluation;
@@ -17,6 +18,7 @@ pub mod evidence;
 pub mod objective;
 pub mod optim;
 pub mod pipeline;
+pub mod pretrain;
 pub mod retrieve;
 pub mod sections;
 pub mod setup;

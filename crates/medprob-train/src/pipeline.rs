@@ -108,11 +108,15 @@ pub fn compare(
 ) -> Result<Vec<Evaluated>> {
     let mut reports = Vec::with_capacity(methods.len());
     for &method in methods {
-        let config = TrainConfig {
+        let mut config = TrainConfig {
             method,
             out: out.join(method.key()),
             ..base.clone()
         };
+        // One pretraining stage for all methods: the same starting backbones.
+        if config.pretrain.dir.is_none() {
+            config.pretrain.dir = Some(out.join("pretrain"));
+        }
         let resume = checkpoint::resolve(&config.out.join("checkpoints"), "LATEST")?.is_some();
         let trained = train(&config, resume, verbosity)?;
         if verbosity.progress {
@@ -146,7 +150,17 @@ pub fn write_report(report: &EvaluationReport, out: &Path, reference: Option<&st
         .expect("summary serialises");
     let path = out.join("summary.json");
     medprob_core::fs::write_atomic(&path, &summary).map_err(|e| TrainError::io(&path, e))?;
-    let plots = report.write_plots(out, "png")?;
+    let mut plots = report.write_plots(out, "png")?;
+    // Each run's training curves, where the run's folder is beside the report.
+    for m in &report.methods {
+        let file = format!(
+            "{}/curves.png",
+            medprob_metrics::summary::method_key(&m.method)
+        );
+        if out.join(&file).is_file() {
+            plots.push((format!("Training curves: {}", m.method), file));
+        }
+    }
     let md = report.to_markdown(reference, &plots);
     let path = out.join("report.md");
     medprob_core::fs::write_atomic(&path, md.as_bytes()).map_err(|e| TrainError::io(&path, e))

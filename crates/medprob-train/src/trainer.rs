@@ -6,6 +6,7 @@
 //! <out>/config.json            the full config of the run
 //! <out>/tokenizer.json         the tokenizer (trained or copied)
 //! <out>/log.jsonl              one JSON object per step, skipped step and validation
+//! <out>/curves.png             loss parts per step, validation RSUM and plausible P@1 per epoch
 //! <out>/checkpoints/LATEST     → step-NNNNNNN/  (model, optimiser, state: resumable)
 //! <out>/checkpoints/BEST       → best-epoch-NNN/ (model with the best validation RSUM)
 //! ```
@@ -124,10 +125,21 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
 
     let splits = read_splits(&config.data.studies, &config.data.limits)?;
     let tok_path = out.join("tokenizer.json");
-    let tokenizer = if resume && tok_path.exists() {
+    let resuming = resume && tok_path.exists();
+    // The shared pretraining stage (reused when it is already done): the tokenizer and both
+    // backbones of a fresh run start from it.
+    let stage = if resuming {
+        None
+    } else {
+        crate::pretrain::pretrain(config, verbosity)?
+    };
+    let tokenizer = if resuming {
         ReportTokenizer::from_file(&tok_path, config.data.max_tokens)?
     } else {
-        let t = build_tokenizer(config, &splits.train)?;
+        let t = match &stage {
+            Some(s) => crate::pretrain::stage_tokenizer(s, config.data.max_tokens)?,
+            None => build_tokenizer(config, &splits.train)?,
+        };
         t.save(&tok_path)?;
         t
     };
@@ -137,11 +149,13 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
             checkpoint::load_state(dir)?,
             Some(dir.clone()),
         ),
-        _ => (
-            build_model(config, tokenizer.vocab_size(), &device)?,
-            TrainState::default(),
-            None,
-        ),
+        _ => {
+            let model = build_model(config, tokenizer.vocab_size(), &device)?;
+            if let Some(s) = &stage {
+                crate::pretrain::load_into(&model, s)?;
+            }
+            (model, TrainState::default(), None)
+        }
     };
     let vars = model.trainable_vars();
     let mut optimizer = AdamW::new(vars.clone(), config.optim.clone())?;
@@ -326,17 +340,24 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
         }
         // End of epoch: validate, keep the best, checkpoint.
         let t0 = Instant::now();
-        let val = validate(&model, &tokenizer, &val_loader, config, &device)?;
+        let validation = validate(&model, &tokenizer, &val_loader, config, &device)?;
+        let val = &validation.retrieval;
         state.epoch += 1;
         state.batch = 0;
         write_log(json!({
             "event": "validation", "epoch": state.epoch, "step": state.step,
             "rsum": val.rsum, "rsum6": val.rsum6,
             "image_to_text": val.image_to_text.recall, "text_to_image": val.text_to_image.recall,
+            "plausible_i2t_p1": validation.plausible_i2t_p1,
+            "plausible_t2i_p1": validation.plausible_t2i_p1,
             "seconds": t0.elapsed().as_secs_f64(),
         }))?;
+        let plausible = match (validation.plausible_i2t_p1, validation.plausible_t2i_p1) {
+            (Some(a), Some(b)) => format!(", plausible P@1 {a:.3} / {b:.3}"),
+            _ => String::new(),
+        };
         let line = format!(
-            "{} epoch {}/{}: validation RSUM {:.2} (i2t R@1 {:.2}, t2i R@1 {:.2})",
+            "{} epoch {}/{}: validation RSUM {:.2} (i2t R@1 {:.2}, t2i R@1 {:.2}{plausible})",
             config.method.display_name(),
             state.epoch,
             config.epochs,
@@ -368,6 +389,7 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
         save_latest(&ckpt_root, &model, &optimizer, &state, &tokenizer)?;
     }
     bar.finish_and_clear();
+    crate::curves::write_curves(&out, config.method.display_name())?;
     let best = checkpoint::resolve(&ckpt_root, "BEST")?.ok_or_else(|| TrainError::Checkpoint {
         path: ckpt_root.clone(),
         reason: "no best checkpoint was written".into(),
@@ -403,14 +425,27 @@ fn save_latest(
     Ok(())
 }
 
-/// Validation retrieval (both directions) of the current model.
+/// One epoch's validation figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validation {
+    /// Instance retrieval, both directions (model selection uses its RSUM).
+    pub retrieval: RetrievalReport,
+    /// Share of image queries whose first report has exactly the image's positive label
+    /// set (validation CSV labels); `None` without labels.
+    pub plausible_i2t_p1: Option<f64>,
+    /// The same for report queries.
+    pub plausible_t2i_p1: Option<f64>,
+}
+
+/// Validation retrieval (both directions) of the current model, and its plausible P@1
+/// under the validation split's own labels.
 pub fn validate(
     model: &MedProbModel,
     tokenizer: &ReportTokenizer,
     loader: &Arc<StudyLoader>,
     config: &TrainConfig,
     device: &Device,
-) -> Result<RetrievalReport> {
+) -> Result<Validation> {
     let e = embed_split(
         model,
         tokenizer,
@@ -419,16 +454,43 @@ pub fn validate(
         None,
         device,
     )?;
+    let options = medprob_core::TopKOptions::default();
     let (i2t, t2i) = rank_both_ways(
         config.distance(),
         &e.images,
         &e.study_ids,
         &e.texts,
         &e.study_ids,
-        &medprob_core::TopKOptions::default(),
+        &options,
     )?;
-    Ok(RetrievalReport::new(
-        DirectionReport::from_ranks(&i2t)?,
-        DirectionReport::from_ranks(&t2i)?,
-    ))
+    let masks: Option<Vec<u32>> = e
+        .study_index
+        .iter()
+        .map(|&i| crate::evaluation::label_mask(&loader.studies()[i]))
+        .collect();
+    let (mut p_i2t, mut p_t2i) = (None, None);
+    if let Some(masks) = masks {
+        let relevance = medprob_metrics::relevance::Relevance::labels(&masks, &masks, 0)?;
+        for (queries, gallery, out) in [
+            (&e.images, &e.texts, &mut p_i2t),
+            (&e.texts, &e.images, &mut p_t2i),
+        ] {
+            let top = medprob_metrics::plausible::ranked_lists(
+                config.distance(),
+                queries,
+                gallery,
+                1,
+                &options,
+            )?;
+            *out = medprob_metrics::plausible::recall_at_k(&top, &relevance, 1)?;
+        }
+    }
+    Ok(Validation {
+        retrieval: RetrievalReport::new(
+            DirectionReport::from_ranks(&i2t)?,
+            DirectionReport::from_ranks(&t2i)?,
+        ),
+        plausible_i2t_p1: p_i2t,
+        plausible_t2i_p1: p_t2i,
+    })
 }

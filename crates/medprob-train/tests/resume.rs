@@ -10,6 +10,7 @@ use medprob_data::synth::{write_dataset, SynthConfig};
 use medprob_encoders::{ImageBackbone, MedProbModel, VitConfig};
 use medprob_train::checkpoint::ABORT_IN_CHECKPOINT_ENV;
 use medprob_train::config::{DataConfig, ModelSpec};
+use medprob_train::pretrain::PretrainConfig;
 use medprob_train::trainer::{ABORT_AFTER_STEP_ENV, NAN_AT_ATTEMPTS_ENV};
 use medprob_train::{train, Method, TextSpec, TrainConfig, Verbosity};
 
@@ -71,6 +72,11 @@ fn tiny(method: Method, studies: &Path, out: &Path) -> TrainConfig {
         checkpoint_every: 2,
         seed: 11,
         out: out.to_path_buf(),
+        // These tests are about the training loop; tests/pretrain.rs covers the stage.
+        pretrain: PretrainConfig {
+            epochs: 0,
+            ..PretrainConfig::default()
+        },
         ..TrainConfig::default()
     }
 }

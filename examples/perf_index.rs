@@ -106,6 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         answer_rule: medprob::core::AnswerRule::Always,
         relevance: None,
         guarantee: None,
+        gallery_offset: false,
     };
     let mut writer = GaussianIndexWriter::create(&dir, info)?;
     let block = 10_000;

@@ -75,6 +75,10 @@ struct Args {
     /// this (new) folder, for later `--index` queries.
     #[arg(long)]
     write_index: Option<PathBuf>,
+    /// Rank raw distances: no CSLS hub correction (on by default, as in the evaluation;
+    /// `--write-index` stores whichever was used).
+    #[arg(long)]
+    no_hub_correction: bool,
     /// Answer from indexes written by `--write-index` (only the query is embedded; the
     /// gallery and the rules come from the index).
     #[arg(long, conflicts_with_all = ["write_index", "studies", "study"])]
@@ -102,6 +106,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let given_labels = args.labels.as_deref().map(parse_label_set).transpose()?;
     let mut options = RetrieveOptions::new(args.k, args.risk, args.delta);
     options.relevance = args.relevance;
+    if args.no_hub_correction {
+        options.hub_correction = None;
+    }
     options.fallback_calibration = args.studies.is_some().then_some(own_csv);
     let retriever = match &args.index {
         Some(_) => None,

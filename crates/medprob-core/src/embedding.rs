@@ -73,10 +73,15 @@ pub struct Uncertainty {
 /// Every constructor validates: equal shapes, `D > 0`, finite values, and log-variances
 /// within `±`[`LOG_VARIANCE_LIMIT`] (so `exp(v)` is representable). An empty batch
 /// (`N = 0`) is allowed.
+///
+/// A batch may carry a *gallery offset* (one value per item, see
+/// [`GaussianEmbeddings::with_gallery_offset`]): a retrieval-time correction added to every
+/// distance in which the batch is the gallery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GaussianEmbeddings {
     mean: Array2<f32>,
     log_var: Array2<f32>,
+    gallery_offset: Option<Vec<f32>>,
 }
 
 impl GaussianEmbeddings {
@@ -115,7 +120,48 @@ impl GaussianEmbeddings {
         // Kernels index raw rows: keep the storage standard (row-major, contiguous).
         let mean = mean.as_standard_layout().into_owned();
         let log_var = log_var.as_standard_layout().into_owned();
-        Ok(Self { mean, log_var })
+        Ok(Self {
+            mean,
+            log_var,
+            gallery_offset: None,
+        })
+    }
+
+    /// The same batch with a gallery offset `c_j` per item: wherever this batch is the
+    /// gallery of [`crate::kernels::pairwise`] or [`crate::kernels::top_k`] (and its
+    /// accumulator), the distance to item `j` becomes `d(q, j) + c_j`. As the query side, and
+    /// in [`crate::kernels::paired`], the offset is not used. A hub correction (e.g.
+    /// `medprob_metrics::hubness::csls_offsets`) is such an offset: a constant per gallery
+    /// item leaves every query's own distances comparable and changes only which items come
+    /// first. Offsets must be finite, one per item.
+    pub fn with_gallery_offset(mut self, offset: Vec<f32>) -> Result<Self> {
+        if offset.len() != self.len() {
+            return Err(CoreError::Shape {
+                what: "GaussianEmbeddings::with_gallery_offset",
+                detail: format!("{} offsets for {} items", offset.len(), self.len()),
+            });
+        }
+        if let Some((i, v)) = offset.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CoreError::NonFinite {
+                what: "gallery offset",
+                row: i,
+                col: 0,
+                value: *v as f64,
+            });
+        }
+        self.gallery_offset = Some(offset);
+        Ok(self)
+    }
+
+    /// The gallery offset, if any (one value per item).
+    pub fn gallery_offset(&self) -> Option<&[f32]> {
+        self.gallery_offset.as_deref()
+    }
+
+    /// The same batch without a gallery offset.
+    pub fn without_gallery_offset(mut self) -> Self {
+        self.gallery_offset = None;
+        self
     }
 
     /// From flat row-major buffers of `n·dim` values each.
@@ -210,7 +256,8 @@ impl GaussianEmbeddings {
     pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
         Self {
             mean: self.mean.slice(s![range.clone(), ..]).to_owned(),
-            log_var: self.log_var.slice(s![range, ..]).to_owned(),
+            log_var: self.log_var.slice(s![range.clone(), ..]).to_owned(),
+            gallery_offset: self.gallery_offset.as_ref().map(|o| o[range].to_vec()),
         }
     }
 

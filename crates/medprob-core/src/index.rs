@@ -54,7 +54,12 @@ pub const IDS_FILE: &str = "ids.txt";
 /// The human-readable description of an index folder.
 pub const INFO_FILE: &str = "index.json";
 /// The `format` entry of the safetensors metadata.
-pub const FORMAT: &str = "medprob-gaussian-index/3";
+pub const FORMAT: &str = "medprob-gaussian-index/4";
+/// The metadata `format` of the third layout: the fourth's, without gallery offsets (read
+/// as an index whose `gallery_offset` is off).
+const FORMAT_V3: &str = "medprob-gaussian-index/3";
+/// The per-item gallery offsets (a hub correction), when the index has them.
+const OFFSET: &str = "search.gallery_offset";
 /// The metadata `format` of the first layout (one `[N, 2, D]` tensor, nothing prepared).
 const FORMAT_V1: &str = "medprob-gaussian-index/1";
 /// The metadata `format` of the second layout: the same tensors, but a match probability
@@ -92,6 +97,11 @@ pub struct IndexInfo {
     /// What the threshold guarantees, in words (e.g. the risk level it was chosen for).
     #[serde(default)]
     pub guarantee: Option<String>,
+    /// The items carry gallery offsets (a retrieval-time hub correction, see
+    /// [`GaussianEmbeddings::with_gallery_offset`]), stored and added to every distance as
+    /// the in-memory kernels add them. Every pushed block must then carry them.
+    #[serde(default)]
+    pub gallery_offset: bool,
 }
 
 /// When an index answers a query.
@@ -203,6 +213,9 @@ fn file_layout(info: &IndexInfo) -> Vec<Entry> {
     }
     if parts.iter().any(|&(name, _)| name == "y") {
         add(Y_RANGE.into(), vec![2], 2);
+    }
+    if info.gallery_offset {
+        add(OFFSET.into(), vec![n], 1);
     }
     entries
 }
@@ -323,6 +336,18 @@ impl GaussianIndexWriter {
                 format!("{} ids for {} embeddings", ids.len(), block.len()),
             ));
         }
+        if block.gallery_offset().is_some() != self.info.gallery_offset {
+            return Err(index_error(
+                &self.dir,
+                if self.info.gallery_offset {
+                    "the index stores gallery offsets (a hub correction) but the block has none"
+                        .to_string()
+                } else {
+                    "the block carries gallery offsets (a hub correction) but the index was                      created without them (IndexInfo::gallery_offset)"
+                        .to_string()
+                },
+            ));
+        }
         if self.written + block.len() > self.info.len {
             return Err(index_error(
                 &self.dir,
@@ -358,6 +383,14 @@ impl GaussianIndexWriter {
         }
         if let Some((lo, hi)) = y_range {
             self.y_range = (self.y_range.0.min(lo), self.y_range.1.max(hi));
+        }
+        if let Some(offsets) = block.gallery_offset() {
+            let entry = self
+                .layout
+                .iter()
+                .position(|e| e.name == OFFSET)
+                .expect("the layout has the offsets when the info says so");
+            self.write_at(entry, row * 4, offsets)?;
         }
         self.written += block.len();
         Ok(())
@@ -467,7 +500,7 @@ impl GaussianIndex {
         let extra = meta.metadata().as_ref();
         let format = extra.and_then(|m| m.get("format"));
         match format.map(String::as_str) {
-            Some(FORMAT) => {}
+            Some(FORMAT) | Some(FORMAT_V3) => {}
             Some(FORMAT_V2) => {
                 return Err(index_error(
                     &path,
@@ -614,7 +647,13 @@ impl GaussianIndex {
         let (n, d) = (range.len(), self.info.dim);
         let mean = self.floats(0, range.clone()).into_owned();
         let log_var = self.floats(1, range.clone()).into_owned();
-        GaussianEmbeddings::from_vecs(n, d, mean, log_var).map_err(|e| match e {
+        let rows = GaussianEmbeddings::from_vecs(n, d, mean, log_var).and_then(|e| {
+            match self.offsets(range.clone()) {
+                Some(o) => e.with_gallery_offset(o.into_owned()),
+                None => Ok(e),
+            }
+        });
+        rows.map_err(|e| match e {
             CoreError::NonFinite {
                 what,
                 row,
@@ -632,6 +671,12 @@ impl GaussianIndex {
             }
             e => index_error(&self.path, format!("rows from {}: {e}", range.start)),
         })
+    }
+
+    /// The gallery offsets of `rows`, when the index stores them.
+    fn offsets(&self, rows: std::ops::Range<usize>) -> Option<Cow<'_, [f32]>> {
+        let entry = self.layout.iter().position(|e| e.name == OFFSET)?;
+        Some(self.floats(entry, rows))
     }
 
     /// The whole gallery, prepared for search, borrowed from the map.
@@ -685,16 +730,18 @@ impl GaussianIndex {
             });
         }
         let q = Prepared::new(self.info.distance, queries);
-        let best = kernels::top_k_prepared(&q, &self.prepared(), k, options).map_err(|row| {
-            index_error(
-                &self.path,
-                format!(
-                    "row {row} (id {:?}) gives a non-finite distance: the file is damaged \
+        let offsets = self.offsets(0..self.info.len);
+        let best = kernels::top_k_prepared(&q, &self.prepared(), offsets.as_deref(), k, options)
+            .map_err(|row| {
+                index_error(
+                    &self.path,
+                    format!(
+                        "row {row} (id {:?}) gives a non-finite distance: the file is damaged \
                      (GaussianIndex::verify checks every row)",
-                    self.ids[row]
-                ),
-            )
-        })?;
+                        self.ids[row]
+                    ),
+                )
+            })?;
         Ok(kernels::candidates_to_top_k(best))
     }
 

@@ -56,7 +56,19 @@ pub fn pairwise(
         .as_slice_mut()
         .expect("a fresh Array2 is in standard layout");
     q.distances_into(&g, buf, m);
+    add_gallery_offset(buf, m, gallery.gallery_offset());
     Ok(out)
+}
+
+/// Add a gallery's offsets (one per column) to every row of a distance tile.
+fn add_gallery_offset(tile: &mut [f32], stride: usize, offset: Option<&[f32]>) {
+    if let Some(c) = offset {
+        tile.par_chunks_mut(stride).for_each(|row| {
+            for (d, o) in row.iter_mut().zip(c) {
+                *d += o;
+            }
+        });
+    }
 }
 
 /// Distances between corresponding items, `d(a_i, b_i)`, `[N]`.
@@ -246,6 +258,7 @@ impl<'a> TopKAccumulator<'a> {
             let rows = q1 - q0;
             let tile = &mut self.tile[..rows * m];
             self.queries.range(q0..q1).distances_into(&g, tile, m);
+            add_gallery_offset(tile, m, block.gallery_offset());
             self.heaps[q0..q1]
                 .par_iter_mut()
                 .zip(tile.par_chunks(m))
@@ -540,6 +553,7 @@ pub(crate) type Candidates = Vec<Vec<(f32, usize)>>;
 pub(crate) fn top_k_prepared(
     queries: &Prepared<'_>,
     gallery: &Prepared<'_>,
+    gallery_offset: Option<&[f32]>,
     k: usize,
     options: &TopKOptions,
 ) -> std::result::Result<Candidates, usize> {
@@ -562,6 +576,7 @@ pub(crate) fn top_k_prepared(
                 let q1 = (q0 + qb).min(n);
                 let tile = &mut tile[..(q1 - q0) * width];
                 queries.range(q0..q1).distances_into(&g, tile, width);
+                add_gallery_offset(tile, width, gallery_offset.map(|o| &o[g0..g1]));
                 for (heap, row) in heaps[q0..q1].iter_mut().zip(tile.chunks(width)) {
                     for (j, &dist) in row.iter().enumerate() {
                         if !dist.is_finite() {

@@ -27,6 +27,7 @@ fn info(distance: Distance, dim: usize, len: usize) -> IndexInfo {
         answer_rule: AnswerRule::Always,
         relevance: None,
         guarantee: None,
+        gallery_offset: false,
     }
 }
 
@@ -243,9 +244,17 @@ fn bad_input_fails_and_leaves_nothing_half_written() {
     );
     drop(index);
 
-    // Indexes of the older layouts are refused with the way out.
-    let tag = b"medprob-gaussian-index/3";
+    // Indexes of the older layouts are refused with the way out; the third layout is the
+    // fourth's without gallery offsets and is read as it is.
+    let tag = b"medprob-gaussian-index/4";
     let at = bytes.windows(tag.len()).position(|w| w == tag).unwrap();
+    let mut v3 = bytes.clone();
+    v3[at + tag.len() - 1] = b'3';
+    std::fs::write(&file, &v3).unwrap();
+    let index = GaussianIndex::open(&dir).unwrap();
+    assert!(!index.info().gallery_offset);
+    index.verify().unwrap();
+    drop(index);
     for (version, expect) in [(b'1', "older layout"), (b'2', "own study")] {
         let mut old = bytes.clone();
         old[at + tag.len() - 1] = version;
@@ -274,6 +283,7 @@ fn answers_carry_probabilities_uncertainty_and_the_abstain_decision() {
             answer_rule: AnswerRule::AtLeast { threshold: 0.5 },
             relevance: Some("test relevance".into()),
             guarantee: Some("test rule".into()),
+            gallery_offset: false,
             ..info(Distance::Csd, 8, 50)
         },
     )
@@ -309,4 +319,63 @@ fn answers_carry_probabilities_uncertainty_and_the_abstain_decision() {
         Some("test relevance"),
         "what a match means travels with the index"
     );
+}
+
+#[test]
+fn gallery_offsets_are_stored_and_ranked_as_in_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = random(40, 6, 21);
+    let q = random(5, 6, 22);
+    let offsets: Vec<f32> = (0..40).map(|j| ((j * 13 % 7) as f32 - 3.0) * 1.5).collect();
+    let corrected = g.clone().with_gallery_offset(offsets.clone()).unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    for distance in [Distance::Csd, Distance::Mls] {
+        let dir = tmp.path().join(format!("{distance:?}"));
+        let mut w = GaussianIndexWriter::create(
+            &dir,
+            IndexInfo {
+                gallery_offset: true,
+                ..info(distance, 6, 40)
+            },
+        )
+        .unwrap();
+        // Blocks carry their own slice of the offsets.
+        w.push(&corrected.slice(0..15), &ids[..15]).unwrap();
+        w.push(&corrected.slice(15..40), &ids[15..]).unwrap();
+        w.finish().unwrap();
+        let index = GaussianIndex::open(&dir).unwrap();
+        assert!(index.info().gallery_offset);
+        index.verify().unwrap();
+        assert_eq!(
+            index.rows(0..40).unwrap().gallery_offset(),
+            Some(&offsets[..])
+        );
+        let opts = TopKOptions {
+            query_block: 2,
+            gallery_block: 7,
+        };
+        let from_index = index.search(&q, 5, &opts).unwrap();
+        let in_memory = kernels::top_k(distance, &q, &corrected, 5, &opts).unwrap();
+        assert_eq!(from_index.indices, in_memory.indices, "{distance:?}");
+        assert_eq!(from_index.distances, in_memory.distances, "{distance:?}");
+        // The offsets change the answer here.
+        let raw = kernels::top_k(distance, &q, &g, 5, &opts).unwrap();
+        assert_ne!(raw.indices, in_memory.indices, "{distance:?}");
+    }
+    // Offsets and the index must agree: both mismatches are refused.
+    let mut w = GaussianIndexWriter::create(
+        &tmp.path().join("with"),
+        IndexInfo {
+            gallery_offset: true,
+            ..info(Distance::Csd, 6, 40)
+        },
+    )
+    .unwrap();
+    let e = w.push(&g, &ids).unwrap_err().to_string();
+    assert!(e.contains("has none"), "{e}");
+    let mut w =
+        GaussianIndexWriter::create(&tmp.path().join("without"), info(Distance::Csd, 6, 40))
+            .unwrap();
+    let e = w.push(&corrected, &ids).unwrap_err().to_string();
+    assert!(e.contains("created without them"), "{e}");
 }

@@ -336,6 +336,7 @@ mod tests {
             sentence_shuffle: 1.0,
             word_dropout: 0.5,
             number_mask: Some("[MASK]".into()),
+            sentence_subset: 0.0,
         };
         let mut changed = 0;
         for seed in 0..50 {
@@ -354,6 +355,7 @@ mod tests {
             sentence_shuffle: 0.0,
             word_dropout: 0.0,
             number_mask: None,
+            sentence_subset: 0.0,
         };
         assert_eq!(
             keep.apply(text, &mut rand::rngs::StdRng::seed_from_u64(0)),

@@ -31,6 +31,7 @@ use crate::selective::{
 /// One split's embeddings: images and reports, each with its study key, optionally its
 /// label bit mask (bit `c` = label `label_names[c]` positive) and optionally a hidden-state
 /// key (studies with equal keys show the same findings on the same sides).
+#[derive(Clone, Copy)]
 pub struct Split<'a> {
     pub images: &'a GaussianEmbeddings,
     pub image_keys: &'a [u64],
@@ -497,6 +498,8 @@ pub fn evaluate_retrieval(
         selective,
         robustness: Vec::new(),
         uncertainty_bins,
+        hub_correction: None,
+        raw: None,
     })
 }
 

@@ -148,8 +148,160 @@ pub fn hubness(
     })
 }
 
+/// A retrieval-time hub correction: CSLS (Conneau et al. 2018, "Word translation without
+/// parallel data") on the method's own distance.
+///
+/// CSLS scores a pair by `2·sim(q, g) − r(q) − r(g)`, where `r(g)` is the mean similarity
+/// of `g` to its `k` nearest queries of a reference bank. In distances (`sim = −d`), and
+/// leaving out `r(q)`, which is the same for every item a query ranks, the corrected
+/// distance is `d(q, g) − ½·m(g)`, `m(g)` the mean distance from `g` to its `k` nearest
+/// bank queries: an item near many queries (a hub) keeps its distances, an item far from
+/// every query is brought nearer. The correction uses the method's own distance between
+/// the Gaussians (MLS, CSD, …), one constant per gallery item, and the bank is the
+/// validation split's queries of the other modality, so nothing about the test queries is
+/// used.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HubCorrection {
+    /// Bank neighbours averaged per gallery item.
+    pub k: usize,
+}
+
+impl Default for HubCorrection {
+    /// `k = 10`, CSLS's usual neighbourhood.
+    fn default() -> Self {
+        Self { k: 10 }
+    }
+}
+
+impl HubCorrection {
+    /// The gallery offsets `−½·m(g)` of `gallery` against `bank` (see
+    /// [`GaussianEmbeddings::with_gallery_offset`]); any offset `gallery` or `bank` already
+    /// carries is ignored.
+    pub fn offsets(
+        &self,
+        distance: Distance,
+        bank: &GaussianEmbeddings,
+        gallery: &GaussianEmbeddings,
+    ) -> Result<Vec<f32>> {
+        if bank.is_empty() || gallery.is_empty() {
+            return Err(MetricsError::Empty {
+                what: "HubCorrection::offsets",
+                detail: "an empty bank or gallery",
+            });
+        }
+        if self.k == 0 {
+            return Err(MetricsError::InvalidParameter {
+                name: "k",
+                value: 0.0,
+                reason: "the hub correction needs k ≥ 1",
+            });
+        }
+        let bank = bank.clone().without_gallery_offset();
+        let gallery = gallery.clone().without_gallery_offset();
+        // The nearest bank items of each gallery item (distances are symmetric).
+        let top = kernels::top_k(
+            distance,
+            &gallery,
+            &bank,
+            self.k.min(bank.len()),
+            &medprob_core::TopKOptions::default(),
+        )?;
+        Ok(top
+            .distances
+            .rows()
+            .into_iter()
+            .map(|r| {
+                let m = r.iter().map(|&d| d as f64).sum::<f64>() / r.len() as f64;
+                (-0.5 * m) as f32
+            })
+            .collect())
+    }
+
+    /// `gallery` with its offsets against `bank` attached.
+    pub fn apply(
+        &self,
+        distance: Distance,
+        bank: &GaussianEmbeddings,
+        gallery: &GaussianEmbeddings,
+    ) -> Result<GaussianEmbeddings> {
+        let offsets = self.offsets(distance, bank, gallery)?;
+        Ok(gallery
+            .clone()
+            .without_gallery_offset()
+            .with_gallery_offset(offsets)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn csls_offsets_are_half_the_mean_bank_distance_and_tame_a_hub() {
+        // 1-D, unit variances: CSD = (x − y)² + 2.
+        let e = |xs: &[f32]| {
+            GaussianEmbeddings::from_vecs(xs.len(), 1, xs.to_vec(), vec![0.0; xs.len()]).unwrap()
+        };
+        let bank = e(&[0.0, 1.0, 2.0, 10.0]);
+        let gallery = e(&[0.0, 10.0]);
+        let c = HubCorrection { k: 2 }
+            .offsets(Distance::Csd, &bank, &gallery)
+            .unwrap();
+        // Item 0: nearest bank items 0 and 1 → (2 + 3) / 2 = 2.5; item 1: 10 and 2 →
+        // (2 + 66) / 2 = 34.
+        assert_eq!(c, vec![-1.25, -17.0]);
+        // The offsets reach every kernel where the batch is the gallery, not the query side.
+        let corrected = HubCorrection { k: 2 }
+            .apply(Distance::Csd, &bank, &gallery)
+            .unwrap();
+        let q = e(&[4.0]);
+        let raw = kernels::pairwise(Distance::Csd, &q, &gallery).unwrap();
+        let d = kernels::pairwise(Distance::Csd, &q, &corrected).unwrap();
+        assert_eq!(raw.row(0).to_vec(), vec![18.0, 38.0]);
+        assert_eq!(d.row(0).to_vec(), vec![16.75, 21.0]);
+        let top = kernels::top_k(
+            Distance::Csd,
+            &q,
+            &corrected,
+            2,
+            &medprob_core::TopKOptions {
+                query_block: 1,
+                gallery_block: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(top.distances.row(0).to_vec(), vec![16.75, 21.0]);
+        let as_query = kernels::pairwise(Distance::Csd, &corrected, &q).unwrap();
+        assert_eq!(as_query.column(0).to_vec(), vec![18.0, 38.0]);
+        assert_eq!(
+            corrected.slice(1..2).gallery_offset(),
+            Some(&[-17.0f32][..])
+        );
+        // A hub: one gallery item in the middle of the queries is everyone's nearest; the
+        // correction hands the queries near the outer items back to them.
+        let queries = e(&[-3.2, -3.0, -0.2, 0.2, 3.0, 3.2]);
+        let gallery = e(&[-7.0, 0.0, 7.0]);
+        let share = |g: &GaussianEmbeddings| {
+            occurrences(Distance::Csd, &queries, g, 1).unwrap().1[1] / queries.len() as f64
+        };
+        assert_eq!(share(&gallery), 1.0);
+        let fixed = HubCorrection { k: 2 }
+            .apply(Distance::Csd, &queries, &gallery)
+            .unwrap();
+        assert!(
+            (share(&fixed) - 2.0 / 6.0).abs() < 1e-12,
+            "{}",
+            share(&fixed)
+        );
+        assert!(HubCorrection { k: 0 }
+            .offsets(Distance::Csd, &queries, &gallery)
+            .is_err());
+        assert!(gallery.clone().with_gallery_offset(vec![0.0]).is_err());
+        assert!(gallery
+            .clone()
+            .with_gallery_offset(vec![0.0, f32::NAN, 0.0])
+            .is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -300,7 +300,8 @@ impl State {
     }
 }
 
-/// One pair's distance in `f64`, the reference every close call is settled by.
+/// One pair's distance in `f64`, the reference every close call is settled by; `b` is the
+/// gallery, so its offset (a hub correction) is added as the kernels add it.
 fn exact_distance(
     distance: Distance,
     a: &GaussianEmbeddings,
@@ -311,7 +312,8 @@ fn exact_distance(
     let up = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
     let (m1, v1) = a.row(i);
     let (m2, v2) = b.row(j);
-    pair_distance(distance, &up(m1), &up(v1), &up(m2), &up(v2))
+    let offset = b.gallery_offset().map_or(0.0, |o| o[j] as f64);
+    pair_distance(distance, &up(m1), &up(v1), &up(m2), &up(v2)) + offset
 }
 
 /// The magnitude of one item's contribution to a distance: `‖mu‖² + Σ(σ² + |v|)`. CSD and
@@ -319,13 +321,15 @@ fn exact_distance(
 /// logarithms can be as large as `|v|`; this bounds the terms the kernels' rounding acts on.
 fn item_scale(e: &GaussianEmbeddings, i: usize) -> f64 {
     let (m, v) = e.row(i);
+    let offset = e.gallery_offset().map_or(0.0, |o| (o[i] as f64).abs());
     m.iter()
         .zip(v)
         .map(|(&m, &v)| {
             let (m, v) = (m as f64, v as f64);
             m * m + v.exp() + v.abs() + 1.0
         })
-        .sum()
+        .sum::<f64>()
+        + offset
 }
 
 fn gallery_scale(gallery: &GaussianEmbeddings) -> f64 {
@@ -388,6 +392,36 @@ mod tests {
                 all.iter().position(|&(_, j)| gk[j] == qk[i])
             })
             .collect()
+    }
+
+    #[test]
+    fn ranks_with_a_gallery_offset_equal_sorting_the_offset_distances() {
+        let (q, g) = (random(23, 16, 5), random(150, 16, 6));
+        let qk: Vec<u32> = (0..23).collect();
+        let gk: Vec<u32> = (0..150).map(|j| (j % 40) as u32).collect();
+        let offsets: Vec<f32> = (0..150)
+            .map(|j| ((j * 37 % 11) as f32 - 5.0) * 0.7)
+            .collect();
+        let g = g.with_gallery_offset(offsets).unwrap();
+        for distance in [Distance::Csd, Distance::Mls] {
+            let ranks = rank_queries(
+                distance,
+                &q,
+                &qk,
+                &g,
+                &gk,
+                &TopKOptions {
+                    query_block: 7,
+                    gallery_block: 33,
+                },
+            )
+            .unwrap();
+            let got: Vec<Option<usize>> = ranks.iter().map(|r| r.rank).collect();
+            assert_eq!(got, brute(distance, &q, &qk, &g, &gk), "{distance:?}");
+            // And the offsets matter here: without them the ranks differ.
+            let plain = g.clone().without_gallery_offset();
+            assert_ne!(got, brute(distance, &q, &qk, &plain, &gk), "{distance:?}");
+        }
     }
 
     #[test]

@@ -127,6 +127,13 @@ pub struct MethodReport {
     /// Hubness of each direction's gallery (test split).
     #[serde(default)]
     pub hubness: Vec<crate::hubness::Hubness>,
+    /// The hub correction the figures above were ranked with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_correction: Option<crate::hubness::HubCorrection>,
+    /// The same evaluation without the hub correction (retrieval, plausible, calibration
+    /// and hubness figures; no robustness sweep), when one was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Box<MethodReport>>,
 }
 
 impl MethodReport {
@@ -486,6 +493,69 @@ impl EvaluationReport {
         s
     }
 
+    /// With and without the hub correction, per method (empty when no method has one).
+    pub fn hub_correction_markdown(&self) -> String {
+        let with_raw: Vec<(&MethodReport, &MethodReport)> = self
+            .methods
+            .iter()
+            .filter_map(|m| m.raw.as_deref().map(|r| (m, r)))
+            .collect();
+        let Some(h) = with_raw.first().and_then(|(m, _)| m.hub_correction) else {
+            return String::new();
+        };
+        let mut s = format!(
+            "\n## Hub correction: with / without\n\nEvery figure of this report is ranked with a \
+             CSLS hub correction (each gallery item's distances lowered by half its mean distance \
+             to its {} nearest validation queries of the other modality), the same for every \
+             method. Without it (`raw` in metrics.json, `_raw` keys in summary.json):\n\n\
+             | method | i2t P@1 | t2i P@1 | i2t R@10 (%) | t2i R@10 (%) | top-1 hub share i2t |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+            h.k
+        );
+        let p1 = |m: &MethodReport, d: Direction| {
+            m.plausible(crate::relevance::RelevanceKind::Labels, d)
+                .and_then(|p| p.recall.iter().find(|(k, _)| *k == 1).map(|(_, v)| *v))
+        };
+        let hub = |m: &MethodReport| {
+            m.hubness
+                .iter()
+                .find(|x| x.direction == Direction::ImageToText)
+                .map(|x| x.max_top1_share)
+        };
+        let pair = |a: Option<f64>, b: Option<f64>, digits: usize| match (a, b) {
+            (Some(a), Some(b)) => format!("{a:.digits$} / {b:.digits$}"),
+            _ => "–".into(),
+        };
+        for (m, r) in with_raw {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                m.method,
+                pair(
+                    p1(m, Direction::ImageToText),
+                    p1(r, Direction::ImageToText),
+                    3
+                ),
+                pair(
+                    p1(m, Direction::TextToImage),
+                    p1(r, Direction::TextToImage),
+                    3
+                ),
+                pair(
+                    m.retrieval.image_to_text.recall_at(10),
+                    r.retrieval.image_to_text.recall_at(10),
+                    1
+                ),
+                pair(
+                    m.retrieval.text_to_image.recall_at(10),
+                    r.retrieval.text_to_image.recall_at(10),
+                    1
+                ),
+                pair(hub(m), hub(r), 3),
+            );
+        }
+        s
+    }
+
     /// The whole report as Markdown; `plots` are image paths relative to the Markdown file.
     pub fn to_markdown(&self, reference: Option<&str>, plots: &[(String, String)]) -> String {
         let mut s = format!("# {}\n\n{}\n\n", self.title, self.dataset);
@@ -493,6 +563,7 @@ impl EvaluationReport {
             s += &format!("- {n}\n");
         }
         s += &self.plausible_markdown();
+        s += &self.hub_correction_markdown();
         s += "\n## Instance retrieval: the query's own study (Recall@K, %)\n\n";
         s += &self.retrieval_table();
         s += "\nMean / median rank (1 = first): ";

@@ -23,6 +23,8 @@
 //! | `zero_shot_mean_auroc` | mean AUROC over the findings with at least 10 positive test studies |
 //! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
 //! | `hub_max_share_i2t`, `hub_skew_i2t` | the largest share of image queries with one and the same top-1 report; skewness of `N₁₀` over the reports |
+//! | `hub_correction` | the retrieval-time hub correction the figures were ranked with (`{"kind": "csls", "k": 10}`), or `null` |
+//! | `<key>_raw` | with a hub correction: the same figure ranked without it (every key but the oracles') |
 //!
 //! Variants and oracles go under `reference`: `oracle_labels` and `oracle_state`, each with
 //! its expected instance recall (`i2t_r1` …), the number of groups, the largest group and
@@ -157,6 +159,20 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
         num(hub.map(|h| h.max_top1_share)),
     );
     out.insert("hub_skew_i2t".into(), num(hub.map(|h| h.skewness)));
+    out.insert(
+        "hub_correction".into(),
+        m.hub_correction
+            .map_or(Value::Null, |h| json!({"kind": "csls", "k": h.k})),
+    );
+    // With a hub correction the unsuffixed keys are the corrected retrieval and
+    // `<key>_raw` the uncorrected one (the oracles are the same for both).
+    if let Some(raw) = &m.raw {
+        for (k, v) in method_summary(report, raw) {
+            if !k.starts_with("oracle") && k != "hub_correction" {
+                out.insert(format!("{k}_raw"), v);
+            }
+        }
+    }
     out
 }
 

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::objective::{image_tensor, text_tensors};
 
 /// The embeddings of a split and the studies they belong to.
+#[derive(Debug, Clone)]
 pub struct SplitEmbeddings {
     pub images: GaussianEmbeddings,
     pub texts: GaussianEmbeddings,

@@ -12,6 +12,7 @@ use medprob_metrics::corruption::{Corruption, SEVERITIES};
 use medprob_metrics::evaluate::{
     evaluate_retrieval, robustness_entry, EvaluationConfig, Scoring, Split,
 };
+use medprob_metrics::hubness::HubCorrection;
 use medprob_metrics::oracle::{group_oracle_recall, OracleRecall};
 use medprob_metrics::report::MethodReport;
 use medprob_metrics::zero_shot::{prompts, zero_shot, PromptScoring, FINDINGS};
@@ -35,6 +36,10 @@ pub struct EvalOptions {
     pub zero_shot: bool,
     /// Corruptions for the robustness report (all seven at severities 1–5 by default).
     pub corruptions: Vec<Corruption>,
+    /// Retrieval-time hub correction (CSLS against the validation split's queries),
+    /// applied to every method alike; the report keeps the uncorrected figures beside
+    /// (`MethodReport::raw`, `<key>_raw` in summary.json). `None`: rank raw distances.
+    pub hub_correction: Option<HubCorrection>,
 }
 
 impl Default for EvalOptions {
@@ -43,6 +48,7 @@ impl Default for EvalOptions {
             metrics: EvaluationConfig::default(),
             zero_shot: true,
             corruptions: Corruption::ALL.to_vec(),
+            hub_correction: Some(HubCorrection::default()),
         }
     }
 }
@@ -179,8 +185,25 @@ pub fn evaluate(
 ) -> Result<Evaluated> {
     let size = config.data.image_size;
     progress("embedding validation and test splits");
-    let val = embed_split(model, tokenizer, validation, size, None, device)?;
-    let tst = embed_split(model, tokenizer, test, size, None, device)?;
+    let val_raw = embed_split(model, tokenizer, validation, size, None, device)?;
+    let tst_raw = embed_split(model, tokenizer, test, size, None, device)?;
+    // The hub correction: each split's galleries get CSLS offsets against the validation
+    // queries of the other modality (images are the bank of report galleries, reports of
+    // image galleries). Offsets only act where a batch is the gallery.
+    let (val, tst) = match options.hub_correction {
+        Some(h) => {
+            let d = config.distance();
+            let correct = |e: &SplitEmbeddings| -> Result<SplitEmbeddings> {
+                Ok(SplitEmbeddings {
+                    images: h.apply(d, &val_raw.texts, &e.images)?,
+                    texts: h.apply(d, &val_raw.images, &e.texts)?,
+                    ..e.clone()
+                })
+            };
+            (correct(&val_raw)?, correct(&tst_raw)?)
+        }
+        None => (val_raw.clone(), tst_raw.clone()),
+    };
     let keys = |e: &SplitEmbeddings| -> Vec<u64> { (0..e.study_ids.len() as u64).collect() };
     let labels = |e: &SplitEmbeddings, loader: &StudyLoader| -> Option<Vec<u32>> {
         e.study_index
@@ -244,12 +267,38 @@ pub fn evaluate(
         &t,
         &options.metrics,
     )?;
+    if let Some(h) = options.hub_correction {
+        let vr = Split {
+            images: &val_raw.images,
+            texts: &val_raw.texts,
+            ..v
+        };
+        let tr = Split {
+            images: &tst_raw.images,
+            texts: &tst_raw.texts,
+            ..t
+        };
+        let raw = evaluate_retrieval(
+            config.method.display_name(),
+            &score_name,
+            scoring,
+            &vr,
+            &tr,
+            &options.metrics,
+        )?;
+        report.hub_correction = Some(h);
+        report.raw = Some(Box::new(raw));
+    }
 
     if options.zero_shot && tl.is_some() {
         progress("zero-shot classification");
         report.zero_shot = Some(zero_shot_report(
             model, tokenizer, config, test, &tst, &report, device,
         )?);
+        // Zero-shot scores images against prompts, which no hub correction touches.
+        if let Some(raw) = report.raw.as_mut() {
+            raw.zero_shot = report.zero_shot.clone();
+        }
     }
 
     let blocks = TopKOptions::default();

@@ -22,6 +22,7 @@ use medprob_data::tokenize::ReportTokenizer;
 use medprob_data::{read_studies_limited, StudyRecord};
 use medprob_encoders::MedProbModel;
 use medprob_metrics::evaluate::{fit_plausible_probability, Split};
+use medprob_metrics::hubness::HubCorrection;
 use medprob_metrics::plausible::ranked_lists;
 use medprob_metrics::relevance::Relevance;
 use medprob_metrics::selective::{selection_with_guaranteed_risk, Guarantee, Selector};
@@ -180,6 +181,10 @@ pub struct RetrieveOptions {
     /// the gallery CSV has none (e.g. the run's own); without it such a gallery is an
     /// error.
     pub fallback_calibration: Option<PathBuf>,
+    /// Retrieval-time hub correction (CSLS against the calibration split's queries), as
+    /// the evaluation applies it; `None` ranks raw distances. Indexes written by
+    /// [`Retriever::write_indexes`] store the offsets, so they rank as the retriever does.
+    pub hub_correction: Option<HubCorrection>,
 }
 
 impl RetrieveOptions {
@@ -191,6 +196,7 @@ impl RetrieveOptions {
             delta,
             relevance: AnswerRelevance::Plausible,
             fallback_calibration: None,
+            hub_correction: Some(HubCorrection::default()),
         }
     }
 }
@@ -275,7 +281,19 @@ impl Retriever {
             .collect();
 
         let v_loader = loader(config, validation, false)?;
-        let val = embed_split(&model, &tokenizer, &v_loader, size, None, &device)?;
+        let mut val = embed_split(&model, &tokenizer, &v_loader, size, None, &device)?;
+        let mut gallery_images = gallery_images;
+        if let Some(h) = options.hub_correction {
+            // Both galleries (and the calibration split's, so that the probability and the
+            // rule are fitted to the distances queries will see) get their CSLS offsets
+            // against the calibration split's queries of the other modality.
+            let d = config.distance();
+            let (bank_images, bank_texts) = (val.images.clone(), val.texts.clone());
+            for e in [&mut val, &mut gallery_images] {
+                e.images = h.apply(d, &bank_texts, &e.images)?;
+                e.texts = h.apply(d, &bank_images, &e.texts)?;
+            }
+        }
         let keys: Vec<u64> = (0..val.study_ids.len() as u64).collect();
         let labels: Option<Vec<u32>> = val
             .study_index
@@ -296,7 +314,13 @@ impl Retriever {
         let blocks = TopKOptions::default();
         let (calibration, what) =
             fit_plausible_probability(config.distance(), &split, CALIBRATION_K, &blocks)?;
-        let calibration_text = format!("{what}; calibrated on {}", calibrated_on.display());
+        let corrected = options.hub_correction.map_or(String::new(), |h| {
+            format!(", distances hub-corrected (CSLS, k = {})", h.k)
+        });
+        let calibration_text = format!(
+            "{what}; calibrated on {}{corrected}",
+            calibrated_on.display()
+        );
         let k = options.k;
         let (alpha, delta) = (options.alpha, options.delta);
         let i2t = match (options.relevance, &labels) {
@@ -508,6 +532,7 @@ impl Retriever {
                 answer_rule: answer_rule(selector),
                 relevance: Some(self.calibration_text.clone()),
                 guarantee: Some(self.describe(guarantee)),
+                gallery_offset: gallery.gallery_offset().is_some(),
             };
             let mut w = GaussianIndexWriter::create(&dir.join(name), info)?;
             w.push(gallery, &ids)?;

@@ -449,6 +449,11 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         );
     }
     assert!(ans.calibration.contains("label set"), "{}", ans.calibration);
+    assert!(
+        ans.calibration.contains("hub-corrected"),
+        "{}",
+        ans.calibration
+    );
     assert!(ans.guarantee.contains("plausible"), "{}", ans.guarantee);
     assert!(ans.hits.windows(2).all(|w| w[0].distance <= w[1].distance));
     assert!(ans
@@ -466,9 +471,15 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         "a free-text report's truth is unknown"
     );
 
-    // The same answers from the on-disk indexes: ids, distances, probabilities, decision.
+    // The same answers from the on-disk indexes: ids, distances, probabilities, decision
+    // (the indexes store the hub correction's offsets).
     let dir = tmp.path().join("index");
     r.write_indexes(&dir).unwrap();
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reports").join("index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(info["gallery_offset"], true);
     assert!(
         r.write_indexes(&dir).is_err(),
         "an existing index is never overwritten"

@@ -507,7 +507,7 @@ impl EvaluationReport {
             "\n## Hub correction: with / without\n\nEvery figure of this report is ranked with a \
              CSLS hub correction (each gallery item's distances lowered by half its mean distance \
              to its {} nearest validation queries of the other modality), the same for every \
-             method. Without it (`raw` in metrics.json, `_raw` keys in summary.json):\n\n\
+             method. Each cell is *with / without* it (without: `raw` in metrics.json, `_raw` keys in summary.json):\n\n\
              | method | i2t P@1 | t2i P@1 | i2t R@10 (%) | t2i R@10 (%) | top-1 hub share i2t |\n\
              |---|---:|---:|---:|---:|---:|\n",
             h.k

@@ -180,17 +180,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let readme = PathBuf::from(args.next().unwrap_or("README.md".into()));
     let second = PathBuf::from(args.next().unwrap_or("runs/q1/metrics.json".into()));
     let report = EvaluationReport::load_json(&metrics)?;
-    let mut table = table(&report);
+    let mut tables = table(&report);
     if second.is_file() {
-        table += &both_seeds(&report, &EvaluationReport::load_json(&second)?);
+        tables += &both_seeds(&report, &EvaluationReport::load_json(&second)?);
     }
-    let table = |_: &EvaluationReport| table.clone();
     let text = std::fs::read_to_string(&readme)?;
     let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
         return Err(format!("{} has no {START} … {END} markers", readme.display()).into());
     };
-    let new = format!("{}{START}\n{}{}", &text[..a], table(&report), &text[b..]);
+    let new = format!("{}{START}\n{}{}", &text[..a], tables, &text[b..]);
     medprob::core::fs::write_atomic(&readme, new.as_bytes())?;
-    println!("{}", table(&report));
+    println!("{tables}");
     Ok(())
 }

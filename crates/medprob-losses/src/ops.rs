@@ -12,9 +12,26 @@ use crate::error::{LossError, Result};
 /// finite logit. `targets` may be soft (in `[0, 1]`).
 pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     same_shape("bce_with_logits", logits, targets)?;
+    Ok(bce_terms(logits, targets)?.mean_all()?)
+}
+
+/// [`bce_with_logits`] with a weight per element: `Σ w·bce / max(Σ w, 1)` (a weight of 0
+/// leaves an element out, e.g. an uncertain label).
+pub fn weighted_bce_with_logits(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    same_shape("weighted_bce_with_logits", logits, targets)?;
+    same_shape("weighted_bce_with_logits", logits, weights)?;
+    let total = weights.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    Ok(((bce_terms(logits, targets)? * weights)?.sum_all()? / total)?)
+}
+
+/// The per-element `max(x, 0) − x·y + ln(1 + e^{−|x|})`.
+fn bce_terms(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    let per = ((logits.relu()? - (logits * targets)?)? + softplus_neg_abs)?;
-    Ok(per.mean_all()?)
+    Ok(((logits.relu()? - (logits * targets)?)? + softplus_neg_abs)?)
 }
 
 /// Row-wise `ln Σ_j exp(x_ij)`, shifted by the (detached) row maximum for stability.

@@ -123,13 +123,13 @@ impl PcmeppLoss {
         let kl_t = vib_kl(text, r)?;
         // As the official code: each modality's KL is dropped on its own when it exceeds
         // the guard, so a diverging text head does not switch off the image's VIB term.
+        let (kl_i_value, kl_t_value) = (scalar(&kl_i)?, scalar(&kl_t)?);
         let mut vib_value = 0.0;
         if c.vib_beta > 0.0 {
-            for kl in [&kl_i, &kl_t] {
-                if scalar(kl)? <= c.vib_guard {
-                    let vib = kl.affine(c.vib_beta, 0.0)?;
-                    vib_value += scalar(&vib)?;
-                    total = (total + vib)?;
+            for (kl, value) in [(&kl_i, kl_i_value), (&kl_t, kl_t_value)] {
+                if value <= c.vib_guard {
+                    vib_value += c.vib_beta * value;
+                    total = (total + kl.affine(c.vib_beta, 0.0)?)?;
                 }
             }
         }
@@ -151,8 +151,8 @@ impl PcmeppLoss {
             total: scalar(&total)?,
             inter: Some(scalar(&total)? - vib_value - pseudo_value),
             vib: Some(vib_value),
-            kl_image: Some(scalar(&kl_i)?),
-            kl_text: Some(scalar(&kl_t)?),
+            kl_image: Some(kl_i_value),
+            kl_text: Some(kl_t_value),
             pseudo: Some(pseudo_value),
             n_pseudo: Some(n_pseudo),
             scale: Some(scalar(scale)?.max(medprob_core::MIN_SCALE)),

@@ -196,13 +196,21 @@ impl HubCorrection {
                 reason: "the hub correction needs k ≥ 1",
             });
         }
-        let bank = bank.clone().without_gallery_offset();
-        let gallery = gallery.clone().without_gallery_offset();
-        // The nearest bank items of each gallery item (distances are symmetric).
+        // The nearest bank items of each gallery item (distances are symmetric). The bank is
+        // the gallery side of this search, so an offset it carries would be added: strip it.
+        // The gallery is the query side here, where offsets are not used.
+        let plain;
+        let bank = match bank.gallery_offset() {
+            Some(_) => {
+                plain = bank.clone().without_gallery_offset();
+                &plain
+            }
+            None => bank,
+        };
         let top = kernels::top_k(
             distance,
-            &gallery,
-            &bank,
+            gallery,
+            bank,
             self.k.min(bank.len()),
             &medprob_core::TopKOptions::default(),
         )?;
@@ -225,10 +233,7 @@ impl HubCorrection {
         gallery: &GaussianEmbeddings,
     ) -> Result<GaussianEmbeddings> {
         let offsets = self.offsets(distance, bank, gallery)?;
-        Ok(gallery
-            .clone()
-            .without_gallery_offset()
-            .with_gallery_offset(offsets)?)
+        Ok(gallery.clone().with_gallery_offset(offsets)?)
     }
 }
 

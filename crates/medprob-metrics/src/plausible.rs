@@ -304,6 +304,13 @@ pub struct PlausibleReport {
     pub directions: Vec<PlausibleDirection>,
 }
 
+impl PlausibleDirection {
+    /// Recall@`k` (P@1 for `k = 1`), when measured.
+    pub fn recall_at(&self, k: usize) -> Option<f64> {
+        self.recall.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v)
+    }
+}
+
 impl PlausibleReport {
     /// The figures of one direction.
     pub fn direction(&self, d: Direction) -> Option<&PlausibleDirection> {

@@ -277,12 +277,9 @@ impl EvaluationReport {
         };
         for d in [Direction::ImageToText, Direction::TextToImage] {
             if let Some(mine) = labels(me, d) {
-                let p1 = |x: &crate::plausible::PlausibleDirection| {
-                    x.recall.iter().find(|(k, _)| *k == 1).map(|r| r.1)
-                };
-                if let Some(v) = p1(&mine) {
+                if let Some(v) = mine.recall_at(1) {
                     check(format!("plausible {} P@1", d.short()), v, true, &|o| {
-                        labels(o, d).and_then(|x| p1(&x))
+                        labels(o, d).and_then(|x| x.recall_at(1))
                     });
                 }
                 if d == Direction::ImageToText {
@@ -514,7 +511,7 @@ impl EvaluationReport {
         );
         let p1 = |m: &MethodReport, d: Direction| {
             m.plausible(crate::relevance::RelevanceKind::Labels, d)
-                .and_then(|p| p.recall.iter().find(|(k, _)| *k == 1).map(|(_, v)| *v))
+                .and_then(|p| p.recall_at(1))
         };
         let hub = |m: &MethodReport| {
             m.hubness

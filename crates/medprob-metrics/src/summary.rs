@@ -108,7 +108,7 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
         ] {
             out.insert(
                 format!("{prefix}_{d}_p1"),
-                num(m.plausible(kind, dir).and_then(|p| at(&p.recall, 1))),
+                num(m.plausible(kind, dir).and_then(|p| p.recall_at(1))),
             );
         }
     }

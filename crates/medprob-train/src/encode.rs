@@ -2,11 +2,12 @@
 //! without gradients — optionally with every image corrupted first.
 
 use candle_core::{Device, Tensor};
-use medprob_core::GaussianEmbeddings;
+use medprob_core::{Distance, GaussianEmbeddings};
 use medprob_data::loader::StudyLoader;
 use medprob_data::tokenize::ReportTokenizer;
 use medprob_encoders::{Embedded, MedProbModel};
 use medprob_metrics::corruption::Corruption;
+use medprob_metrics::hubness::HubCorrection;
 
 use crate::error::Result;
 use crate::objective::{image_tensor, text_tensors};
@@ -20,6 +21,25 @@ pub struct SplitEmbeddings {
     pub study_ids: Vec<String>,
     /// Index of each row's study in the loader's list.
     pub study_index: Vec<usize>,
+}
+
+impl SplitEmbeddings {
+    /// These embeddings with both galleries hub-corrected against `bank` (a calibration
+    /// split's embeddings): the images get their offsets against the bank's reports, the
+    /// reports against the bank's images. Offsets only act where a batch is the gallery.
+    pub fn hub_corrected(
+        &self,
+        correction: &HubCorrection,
+        distance: Distance,
+        bank: &SplitEmbeddings,
+    ) -> Result<Self> {
+        Ok(Self {
+            images: correction.apply(distance, &bank.texts, &self.images)?,
+            texts: correction.apply(distance, &bank.images, &self.texts)?,
+            study_ids: self.study_ids.clone(),
+            study_index: self.study_index.clone(),
+        })
+    }
 }
 
 /// Host embeddings from a model output (unit vectors get log-variance 0).

@@ -190,18 +190,11 @@ pub fn evaluate(
     // The hub correction: each split's galleries get CSLS offsets against the validation
     // queries of the other modality (images are the bank of report galleries, reports of
     // image galleries). Offsets only act where a batch is the gallery.
-    let (val, tst) = match options.hub_correction {
-        Some(h) => {
-            let d = config.distance();
-            let correct = |e: &SplitEmbeddings| -> Result<SplitEmbeddings> {
-                Ok(SplitEmbeddings {
-                    images: h.apply(d, &val_raw.texts, &e.images)?,
-                    texts: h.apply(d, &val_raw.images, &e.texts)?,
-                    ..e.clone()
-                })
-            };
-            (correct(&val_raw)?, correct(&tst_raw)?)
-        }
+    let (val, tst) = match &options.hub_correction {
+        Some(h) => (
+            val_raw.hub_corrected(h, config.distance(), &val_raw)?,
+            tst_raw.hub_corrected(h, config.distance(), &val_raw)?,
+        ),
         None => (val_raw.clone(), tst_raw.clone()),
     };
     let keys = |e: &SplitEmbeddings| -> Vec<u64> { (0..e.study_ids.len() as u64).collect() };

@@ -26,14 +26,14 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use medprob_data::record::{Label, StudyRecord};
 use medprob_data::tokenize::ReportTokenizer;
 use medprob_encoders::SeededVarMap;
+use medprob_losses::ops::weighted_bce_with_logits;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -42,7 +42,7 @@ use crate::error::{Result, TrainError};
 use crate::objective::{image_tensor, text_tensors};
 use crate::optim::{clip_global_norm, collect_grads, AdamW, OptimConfig};
 use crate::setup::{build_model, build_tokenizer, loader, read_splits};
-use crate::trainer::Verbosity;
+use crate::trainer::{batches_per_epoch, print_line, step_bar, Verbosity};
 
 /// Settings of the pretraining stage (`[pretrain]`); `epochs = 0` turns it off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ impl Pretrained {
     }
 }
 
-/// Everything the stage's result depends on (what `pretrain.json` records).
+/// Everything the stage's result depends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct StageKey {
     data: crate::config::DataConfig,
@@ -104,6 +104,13 @@ struct StageKey {
     seed: u64,
     epochs: usize,
     lr: f64,
+}
+
+/// What `pretrain.json` records: the settings and the last validation AUROCs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StageRecord {
+    #[serde(flatten)]
+    settings: StageKey,
     #[serde(default)]
     image_auroc: Option<f64>,
     #[serde(default)]
@@ -127,17 +134,7 @@ impl StageKey {
             seed: config.seed,
             epochs: config.pretrain.epochs,
             lr: config.pretrain.lr,
-            image_auroc: None,
-            text_auroc: None,
         }
-    }
-
-    fn same_settings(&self, other: &Self) -> bool {
-        Self {
-            image_auroc: None,
-            text_auroc: None,
-            ..other.clone()
-        } == *self
     }
 }
 
@@ -174,14 +171,6 @@ fn label_targets(studies: &[&StudyRecord], device: &Device) -> Result<(Tensor, T
     ))
 }
 
-/// Weighted mean binary cross-entropy with logits, in the softplus form that stays finite.
-fn weighted_bce(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
-    let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    let per = ((logits.relu()? - (logits * targets)?)? + softplus)?;
-    let total = weights.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
-    Ok(((per * weights)?.sum_all()? / total)?)
-}
-
 /// Run the stage for `config` (or reuse the finished one in its folder); `None` when
 /// `pretrain.epochs` is 0.
 pub fn pretrain(config: &TrainConfig, verbosity: Verbosity) -> Result<Option<Pretrained>> {
@@ -193,11 +182,11 @@ pub fn pretrain(config: &TrainConfig, verbosity: Verbosity) -> Result<Option<Pre
     let marker = dir.join("pretrain.json");
     if marker.is_file() {
         let text = std::fs::read_to_string(&marker).map_err(|e| TrainError::io(&marker, e))?;
-        let saved: StageKey = serde_json::from_str(&text).map_err(|e| TrainError::Input {
+        let saved: StageRecord = serde_json::from_str(&text).map_err(|e| TrainError::Input {
             path: marker.clone(),
             reason: e.to_string(),
         })?;
-        if !key.same_settings(&saved) {
+        if saved.settings != key {
             return Err(TrainError::config(
                 "pretrain.dir",
                 format!(
@@ -247,17 +236,7 @@ pub fn pretrain(config: &TrainConfig, verbosity: Verbosity) -> Result<Option<Pre
     };
     let train_loader = loader(&whole, splits.train, true)?;
     let val_loader = loader(&whole, splits.validate, false)?;
-    let batches = train_loader.batches_per_epoch();
-    if batches == 0 {
-        return Err(TrainError::config(
-            "batch_size",
-            format!(
-                "{} exceeds the {} training studies",
-                config.batch_size,
-                train_loader.len()
-            ),
-        ));
-    }
+    let batches = batches_per_epoch(config, &train_loader)?;
     let total = batches * config.pretrain.epochs;
     let log_path = dir.join("log.jsonl");
     let mut log = OpenOptions::new()
@@ -269,19 +248,7 @@ pub fn pretrain(config: &TrainConfig, verbosity: Verbosity) -> Result<Option<Pre
     let mut write_log = |v: serde_json::Value| -> Result<()> {
         writeln!(log, "{v}").map_err(|e| TrainError::io(&log_path, e))
     };
-    let bar = if verbosity.progress {
-        let b = ProgressBar::new(total as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} steps {msg}",
-            )
-            .expect("valid template"),
-        );
-        b.set_prefix("pretraining (labels)");
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = step_bar(verbosity, total, "pretraining (labels)");
     let size = config.data.image_size;
     let mut step = 0usize;
     let (mut image_auroc, mut text_auroc) = (None, None);
@@ -307,13 +274,14 @@ pub fn pretrain(config: &TrainConfig, verbosity: Verbosity) -> Result<Option<Pre
             let twice = |t: &Tensor| -> Result<Tensor> {
                 Ok(t.unsqueeze(1)?.repeat((1, 2, 1))?.reshape((2 * n, 14))?)
             };
-            let image_loss = weighted_bce(&image_logits, &twice(&targets)?, &twice(&weights)?)?;
+            let image_loss =
+                weighted_bce_with_logits(&image_logits, &twice(&targets)?, &twice(&weights)?)?;
             let texts: Vec<&str> = items.iter().map(|it| it.texts[0].as_str()).collect();
             let (ids, mask) = text_tensors(&tokenizer, &texts, &device)?;
             let g = model
                 .text_features(&ids, &mask, true)?
                 .to_dtype(candle_core::DType::F32)?;
-            let text_loss = weighted_bce(&text_cls.forward(&g)?, &targets, &weights)?;
+            let text_loss = weighted_bce_with_logits(&text_cls.forward(&g)?, &targets, &weights)?;
             let loss = (&image_loss + &text_loss)?;
             let grads = loss.backward()?;
             let mut grads: BTreeMap<String, Tensor> = collect_grads(&vars, &grads);
@@ -359,13 +327,7 @@ pub fn pretrain(config: &TrainConfig, verbosity: Verbosity) -> Result<Option<Pre
             ia.map_or("n/a".into(), |v| format!("{v:.3}")),
             ta.map_or("n/a".into(), |v| format!("{v:.3}"))
         );
-        if bar.is_hidden() {
-            if verbosity.progress {
-                println!("{line}");
-            }
-        } else {
-            bar.println(line);
-        }
+        print_line(&bar, verbosity, &line);
     }
     bar.finish_and_clear();
     medprob_encoders::model::save_safetensors(
@@ -377,12 +339,12 @@ pub fn pretrain(config: &TrainConfig, verbosity: Verbosity) -> Result<Option<Pre
         &model.backbone_tensors("text"),
     )?;
     tokenizer.save(&dir.join("tokenizer.json"))?;
-    let done = StageKey {
+    let done = StageRecord {
+        settings: key,
         image_auroc,
         text_auroc,
-        ..key
     };
-    let json = serde_json::to_vec_pretty(&done).expect("stage key serialises");
+    let json = serde_json::to_vec_pretty(&done).expect("stage record serialises");
     medprob_core::fs::write_atomic(&marker, &json).map_err(|e| TrainError::io(&marker, e))?;
     if verbosity.progress {
         println!(
@@ -463,9 +425,4 @@ pub fn load_into(model: &medprob_encoders::MedProbModel, stage: &Pretrained) -> 
 /// The stage's tokenizer.
 pub fn stage_tokenizer(stage: &Pretrained, max_tokens: usize) -> Result<ReportTokenizer> {
     Ok(ReportTokenizer::from_file(&stage.tokenizer(), max_tokens)?)
-}
-
-/// `true` when `dir` holds a finished stage.
-pub fn finished(dir: &Path) -> bool {
-    dir.join("pretrain.json").is_file()
 }

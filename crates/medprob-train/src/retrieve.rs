@@ -262,7 +262,7 @@ impl Retriever {
         }
         let size = config.data.image_size;
         let g_loader = loader(config, gallery, false)?;
-        let gallery_images = embed_split(&model, &tokenizer, &g_loader, size, None, &device)?;
+        let mut gallery_images = embed_split(&model, &tokenizer, &g_loader, size, None, &device)?;
         let mut gallery_labels = Vec::new();
         let gallery_items = gallery_images
             .study_index
@@ -282,17 +282,12 @@ impl Retriever {
 
         let v_loader = loader(config, validation, false)?;
         let mut val = embed_split(&model, &tokenizer, &v_loader, size, None, &device)?;
-        let mut gallery_images = gallery_images;
         if let Some(h) = options.hub_correction {
             // Both galleries (and the calibration split's, so that the probability and the
             // rule are fitted to the distances queries will see) get their CSLS offsets
             // against the calibration split's queries of the other modality.
-            let d = config.distance();
-            let (bank_images, bank_texts) = (val.images.clone(), val.texts.clone());
-            for e in [&mut val, &mut gallery_images] {
-                e.images = h.apply(d, &bank_texts, &e.images)?;
-                e.texts = h.apply(d, &bank_images, &e.texts)?;
-            }
+            gallery_images = gallery_images.hub_corrected(&h, config.distance(), &val)?;
+            val = val.hub_corrected(&h, config.distance(), &val)?;
         }
         let keys: Vec<u64> = (0..val.study_ids.len() as u64).collect();
         let labels: Option<Vec<u32>> = val

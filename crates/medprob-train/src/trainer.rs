@@ -178,17 +178,7 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
     let train_loader = loader(config, splits.train, true)?;
     let val_loader = loader(config, splits.validate, false)?;
     let acc = config.optim.accumulation;
-    let batches = train_loader.batches_per_epoch();
-    if batches == 0 {
-        return Err(TrainError::config(
-            "batch_size",
-            format!(
-                "{} exceeds the {} training studies",
-                config.batch_size,
-                train_loader.len()
-            ),
-        ));
-    }
+    let batches = batches_per_epoch(config, &train_loader)?;
     let steps_per_epoch = batches.div_ceil(acc);
     let total_steps = steps_per_epoch * config.epochs;
     let abort_after: Option<usize> = std::env::var(ABORT_AFTER_STEP_ENV)
@@ -212,19 +202,7 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
         writeln!(log, "{v}").map_err(|e| TrainError::io(&log_path, e))
     };
 
-    let bar = if verbosity.progress {
-        let b = ProgressBar::new(total_steps as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} steps {msg}",
-            )
-            .expect("valid template"),
-        );
-        b.set_prefix(config.method.display_name());
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = step_bar(verbosity, total_steps, config.method.display_name());
     bar.set_position(state.step as u64);
 
     while state.epoch < config.epochs {
@@ -365,13 +343,7 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
             val.image_to_text.recall_at(1).unwrap_or(f64::NAN),
             val.text_to_image.recall_at(1).unwrap_or(f64::NAN)
         );
-        if bar.is_hidden() {
-            if verbosity.progress {
-                println!("{line}");
-            }
-        } else {
-            bar.println(line);
-        }
+        print_line(&bar, verbosity, &line);
         if val.rsum > state.best_rsum {
             state.best_rsum = val.rsum;
             state.best_epoch = state.epoch;
@@ -401,6 +373,46 @@ fn train_here(config: &TrainConfig, resume: bool, verbosity: Verbosity) -> Resul
         steps: state.step,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A progress bar of `total` optimisation steps named `prefix` (hidden without progress).
+pub(crate) fn step_bar(verbosity: Verbosity, total: usize, prefix: &str) -> ProgressBar {
+    if !verbosity.progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(total as u64);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} steps {msg}",
+        )
+        .expect("valid template"),
+    );
+    b.set_prefix(prefix.to_string());
+    b
+}
+
+/// Print `line` above the bar, or on its own when the bar is hidden (nothing when quiet).
+pub(crate) fn print_line(bar: &ProgressBar, verbosity: Verbosity, line: &str) {
+    if !bar.is_hidden() {
+        bar.println(line);
+    } else if verbosity.progress {
+        println!("{line}");
+    }
+}
+
+/// Batches per epoch of `loader`, or an error when the batch size exceeds the split.
+pub(crate) fn batches_per_epoch(config: &TrainConfig, loader: &StudyLoader) -> Result<usize> {
+    match loader.batches_per_epoch() {
+        0 => Err(TrainError::config(
+            "batch_size",
+            format!(
+                "{} exceeds the {} training studies",
+                config.batch_size,
+                loader.len()
+            ),
+        )),
+        n => Ok(n),
+    }
 }
 
 fn save_latest(

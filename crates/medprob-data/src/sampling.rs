@@ -185,8 +185,14 @@ impl TextAugment {
     }
 }
 
-/// Sentences end at `.`, `?` or `!` followed by whitespace or the end ("3.5" stays whole).
-fn split_sentences(text: &str) -> Vec<&str> {
+/// The sentences of a text, trimmed: a sentence ends at `.`, `?` or `!` followed by
+/// whitespace or the end ("3.5" stays whole).
+///
+/// ```
+/// let s = medprob_data::sampling::split_sentences("Heart size 3.5 cm. No effusion!  Clear");
+/// assert_eq!(s, ["Heart size 3.5 cm.", "No effusion!", "Clear"]);
+/// ```
+pub fn split_sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut chars = text.char_indices().peekable();

@@ -493,6 +493,7 @@ pub fn evaluate_retrieval(
         retrieval,
         label_retrieval,
         zero_shot: None,
+        zero_shot_generic: None,
         calibration,
         risk_coverage,
         selective,

@@ -113,7 +113,12 @@ pub struct MethodReport {
     pub match_probability: medprob_core::MatchProbability,
     pub retrieval: RetrievalReport,
     pub label_retrieval: Vec<LabelRetrieval>,
+    /// Zero-shot classification with the prompts of [`ZeroShotReport::prompts`]: sentences
+    /// mined from the training reports where they have labels, else the generic templates.
     pub zero_shot: Option<ZeroShotReport>,
+    /// The same with the generic templates, when `zero_shot` used mined prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_shot_generic: Option<ZeroShotReport>,
     /// Calibration of "the top-1 report is the image's own" (image→text).
     pub calibration: Option<CalibrationReport>,
     pub risk_coverage: Vec<AurcEntry>,
@@ -642,6 +647,38 @@ impl EvaluationReport {
                 s += &format!("| {:.3} ", m.mean_accuracy);
             }
             s += "|\n";
+            if self.methods.iter().any(|m| m.zero_shot_generic.is_some()) {
+                s += "| mean AUROC, generic prompts ";
+                for m in self.methods.iter().filter(|m| m.zero_shot.is_some()) {
+                    s += &match &m.zero_shot_generic {
+                        Some(g) => format!("| {:.3} ", g.mean_auroc),
+                        None => "| – ".into(),
+                    };
+                }
+                s += "|\n";
+            }
+            if let (false, Some(o)) = (first.prompts.is_empty(), first.mined_with) {
+                s += &format!("\nPrompts, the same for every method: sentences of the training reports that are at least {} times more frequent among reports labelled positive (negative) than among the others and occur in at least {} of them, the {} most frequent per side; *generic* marks a side where no sentence qualified and the templates (\"{{finding}}\", \"no {{finding}}\", …) were used. The generic row above uses the templates for every finding.\n\n| finding | present | absent |\n|---|---|---|\n", o.min_ratio, o.min_reports, o.per_side);
+                let side = |p: &[String], src: crate::zero_shot::PromptSource| {
+                    let list = p
+                        .iter()
+                        .map(|p| format!("“{p}”"))
+                        .collect::<Vec<_>>()
+                        .join(" · ");
+                    match src {
+                        crate::zero_shot::PromptSource::Generic => format!("*generic* {list}"),
+                        crate::zero_shot::PromptSource::Corpus => list,
+                    }
+                };
+                for p in &first.prompts {
+                    s += &format!(
+                        "| {} | {} | {} |\n",
+                        p.finding,
+                        side(&p.positive, p.positive_source),
+                        side(&p.negative, p.negative_source)
+                    );
+                }
+            }
         }
 
         s += "\n## Calibration of the top-1 match probability against \"the top-1 is the query's own study\" (image→text)\n\nThe probability is the plausible-match one above, so it overstates the chance that a hit is the query's *own* study: these rows show by how much.\n\n| method | probability | ECE | ECE (equal mass) | Brier | NLL | mean p | top-1 accuracy |\n|---|---|---:|---:|---:|---:|---:|---:|\n";

@@ -22,6 +22,7 @@
 //! | `sgr_coverage_i2t_k5` | test coverage of selection with guaranteed risk fitted on validation (loss: no plausible hit in the top 5) |
 //! | `zero_shot_mean_auroc` | mean AUROC over the findings with at least 10 positive test studies |
 //! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
+//! | `zero_shot_generic_mean_auroc`, … | the same three with the generic prompts ("no cardiomegaly"), where the zero-shot above used prompts mined from the training reports |
 //! | `hub_max_share_i2t`, `hub_skew_i2t` | the largest share of image queries with one and the same top-1 report; skewness of `N₁₀` over the reports |
 //! | `hub_correction` | the retrieval-time hub correction the figures were ranked with (`{"kind": "csls", "k": 10}`), or `null` |
 //! | `<key>_raw` | with a hub correction: the same figure ranked without it (every key but the oracles') |
@@ -129,26 +130,33 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
         "sgr_coverage_i2t_k5".into(),
         num(sgr.map(|s| s.test.coverage)),
     );
-    let zs = m.zero_shot.as_ref();
-    let counted: Vec<f64> = zs
-        .map(|z| {
-            z.classes
-                .iter()
-                .filter(|c| c.positives >= ZERO_SHOT_MIN_POSITIVES)
-                .filter_map(|c| c.auroc)
-                .collect()
-        })
-        .unwrap_or_default();
-    out.insert(
-        "zero_shot_mean_auroc".into(),
-        num((!counted.is_empty()).then(|| counted.iter().sum::<f64>() / counted.len() as f64)),
-    );
-    for (key, finding) in [
-        ("zero_shot_auroc_pleural_effusion", "Pleural Effusion"),
-        ("zero_shot_auroc_cardiomegaly", "Cardiomegaly"),
+    for (prefix, zs) in [
+        ("zero_shot", m.zero_shot.as_ref()),
+        ("zero_shot_generic", m.zero_shot_generic.as_ref()),
     ] {
-        let v = zs.and_then(|z| z.classes.iter().find(|c| c.finding == finding)?.auroc);
-        out.insert(key.into(), num(v));
+        if prefix == "zero_shot_generic" && zs.is_none() {
+            continue;
+        }
+        let counted: Vec<f64> = zs
+            .map(|z| {
+                z.classes
+                    .iter()
+                    .filter(|c| c.positives >= ZERO_SHOT_MIN_POSITIVES)
+                    .filter_map(|c| c.auroc)
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.insert(
+            format!("{prefix}_mean_auroc"),
+            num((!counted.is_empty()).then(|| counted.iter().sum::<f64>() / counted.len() as f64)),
+        );
+        for (key, finding) in [
+            ("auroc_pleural_effusion", "Pleural Effusion"),
+            ("auroc_cardiomegaly", "Cardiomegaly"),
+        ] {
+            let v = zs.and_then(|z| z.classes.iter().find(|c| c.finding == finding)?.auroc);
+            out.insert(format!("{prefix}_{key}"), num(v));
+        }
     }
     let hub = m
         .hubness

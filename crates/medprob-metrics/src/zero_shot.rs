@@ -1,9 +1,12 @@
 //! Zero-shot classification of the 13 CheXpert findings by prompting (SPEC §8).
 //!
-//! Each image is scored against a positive prompt set ("{finding}") and a negative one
-//! ("No {finding}") with the model's own score — the match probability of a probabilistic
-//! model, the cosine similarity of a deterministic one — averaged over the prompts of each
-//! set, and normalised over the two sets into one probability of the finding.
+//! Each image is scored against a positive prompt set and a negative one with the model's
+//! own score — the match probability of a probabilistic model, the cosine similarity of a
+//! deterministic one — averaged over the prompts of each set, and normalised over the two
+//! sets into one probability of the finding. Two kinds of prompt set: the generic templates
+//! of [`prompts`] ("{finding}", "no {finding}", …) and sentences of the training reports
+//! that say a finding is present or absent, in the corpus's own words
+//! ([`corpus_prompts`]).
 
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
@@ -49,6 +52,199 @@ pub fn prompts(finding: &str) -> (Vec<String>, Vec<String>) {
             format!("there is no {f}"),
         ],
     )
+}
+
+/// Where one side of a [`PromptSet`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptSource {
+    /// The generic templates of [`prompts`] ("pleural effusion", "no pleural effusion", …).
+    Generic,
+    /// Sentences of the training reports, mined by [`corpus_prompts`].
+    Corpus,
+}
+
+/// The prompts one finding is scored with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptSet {
+    /// The finding.
+    pub finding: String,
+    /// Prompts for "present".
+    pub positive: Vec<String>,
+    /// Prompts for "absent".
+    pub negative: Vec<String>,
+    /// Where `positive` came from.
+    pub positive_source: PromptSource,
+    /// Where `negative` came from.
+    pub negative_source: PromptSource,
+}
+
+impl PromptSet {
+    /// The generic templates of [`prompts`] for `finding`.
+    pub fn generic(finding: &str) -> Self {
+        let (positive, negative) = prompts(finding);
+        Self {
+            finding: finding.to_string(),
+            positive,
+            negative,
+            positive_source: PromptSource::Generic,
+            negative_source: PromptSource::Generic,
+        }
+    }
+}
+
+/// How [`corpus_prompts`] picks sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CorpusPromptOptions {
+    /// At most this many prompts per side.
+    pub per_side: usize,
+    /// A sentence must occur in at least this many reports of its side.
+    pub min_reports: usize,
+    /// A sentence is a prompt for one side when it is at least this many times more
+    /// frequent among that side's reports than among the other side's (a likelihood
+    /// ratio, each frequency smoothed by half a report).
+    pub min_ratio: f64,
+}
+
+impl Default for CorpusPromptOptions {
+    fn default() -> Self {
+        Self {
+            per_side: 5,
+            min_reports: 3,
+            min_ratio: 10.0,
+        }
+    }
+}
+
+/// One labelled report for [`corpus_prompts`]: its sentences and, per finding, `Some(true)`
+/// present, `Some(false)` absent, `None` uncertain (left out for that finding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledReport {
+    pub sentences: Vec<String>,
+    pub labels: Vec<Option<bool>>,
+}
+
+/// Prompts in the corpus's own phrasing: for each finding, the sentences of labelled
+/// (training) reports that say it is present or absent.
+///
+/// A sentence (compared case- and space-insensitively, counted once per report) is a
+/// positive prompt when it is at least `min_ratio` times more frequent among reports
+/// labelled positive than among reports labelled negative, and a negative prompt the other
+/// way round; each side keeps its `per_side` most frequent sentences that occur in at least
+/// `min_reports` of its reports, in the spelling seen first. A side with no such sentence
+/// falls back to the generic templates of [`prompts`], and says so in its source.
+///
+/// Generic templates ask a model for phrasings its corpus may never use (SynthCXR writes
+/// "Heart size is normal.", never "no cardiomegaly"); mined prompts ask in the corpus's
+/// words. They see report text and labels only, never an image.
+///
+/// ```
+/// use medprob_metrics::zero_shot::{corpus_prompts, CorpusPromptOptions, LabelledReport, PromptSource};
+/// let report = |s: &[&str], y: bool| LabelledReport {
+///     sentences: s.iter().map(|s| s.to_string()).collect(),
+///     labels: vec![Some(y)],
+/// };
+/// let mut reports = Vec::new();
+/// for _ in 0..4 {
+///     reports.push(report(&["Mild cardiomegaly.", "The lungs are clear."], true));
+///     reports.push(report(&["Heart size is normal.", "The lungs are clear."], false));
+/// }
+/// let sets = corpus_prompts(&["Cardiomegaly"], &reports, CorpusPromptOptions::default());
+/// assert_eq!(sets[0].positive, ["Mild cardiomegaly."]);
+/// assert_eq!(sets[0].negative, ["Heart size is normal."]);
+/// assert_eq!(sets[0].negative_source, PromptSource::Corpus);
+/// ```
+pub fn corpus_prompts(
+    findings: &[&str],
+    reports: &[LabelledReport],
+    options: CorpusPromptOptions,
+) -> Vec<PromptSet> {
+    // Distinct sentences in first-seen order, by normalised key.
+    let key = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut spelling: Vec<String> = Vec::new();
+    let per_report: Vec<Vec<usize>> = reports
+        .iter()
+        .map(|r| {
+            let mut ids: Vec<usize> = r
+                .sentences
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    *index.entry(key(s)).or_insert_with(|| {
+                        spelling.push(s.trim().to_string());
+                        spelling.len() - 1
+                    })
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        })
+        .collect();
+    findings
+        .iter()
+        .enumerate()
+        .map(|(c, finding)| {
+            let generic = PromptSet::generic(finding);
+            // Reports containing each sentence, per side.
+            let mut count = vec![[0usize; 2]; spelling.len()];
+            let mut totals = [0usize; 2];
+            for (r, ids) in reports.iter().zip(&per_report) {
+                let Some(Some(y)) = r.labels.get(c).copied() else {
+                    continue;
+                };
+                let side = usize::from(!y); // 0 present, 1 absent
+                totals[side] += 1;
+                for &i in ids {
+                    count[i][side] += 1;
+                }
+            }
+            let freq = |n: usize, total: usize| (n as f64 + 0.5) / (total as f64 + 1.0);
+            let pick = |side: usize| -> Vec<String> {
+                let other = 1 - side;
+                let mut chosen: Vec<(usize, usize)> = count
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| {
+                        n[side] >= options.min_reports.max(1)
+                            && freq(n[side], totals[side])
+                                >= options.min_ratio * freq(n[other], totals[other])
+                    })
+                    .map(|(i, n)| (i, n[side]))
+                    .collect();
+                // Most frequent first; first seen first among equals.
+                chosen.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                chosen
+                    .into_iter()
+                    .take(options.per_side)
+                    .map(|(i, _)| spelling[i].clone())
+                    .collect()
+            };
+            let (positive, negative) = (pick(0), pick(1));
+            let side = |mined: Vec<String>, fallback: Vec<String>| {
+                if mined.is_empty() {
+                    (fallback, PromptSource::Generic)
+                } else {
+                    (mined, PromptSource::Corpus)
+                }
+            };
+            let (positive, positive_source) = side(positive, generic.positive);
+            let (negative, negative_source) = side(negative, generic.negative);
+            PromptSet {
+                finding: finding.to_string(),
+                positive,
+                negative,
+                positive_source,
+                negative_source,
+            }
+        })
+        .collect()
 }
 
 /// How the two prompt-set scores become one probability.
@@ -102,6 +298,13 @@ pub struct ClassResult {
 pub struct ZeroShotReport {
     /// How prompt scores were normalised.
     pub scoring: PromptScoring,
+    /// The prompts each finding was scored with (empty in reports written before prompts
+    /// were recorded, which used the generic templates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<PromptSet>,
+    /// How the prompts were mined from the training reports, when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mined_with: Option<CorpusPromptOptions>,
     /// Per finding.
     pub classes: Vec<ClassResult>,
     /// Mean AUROC over the findings that have both classes.
@@ -186,6 +389,8 @@ pub fn zero_shot(
     );
     Ok(ZeroShotReport {
         scoring,
+        prompts: Vec::new(),
+        mined_with: None,
         classes,
         mean_auroc,
         mean_accuracy,
@@ -247,6 +452,79 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("labels (1, 1)"), "{e}");
+    }
+
+    fn report(sentences: &[&str], labels: &[Option<bool>]) -> LabelledReport {
+        LabelledReport {
+            sentences: sentences.iter().map(|s| s.to_string()).collect(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    #[test]
+    fn corpus_prompts_keep_discriminative_frequent_sentences() {
+        let opts = CorpusPromptOptions {
+            per_side: 2,
+            min_reports: 2,
+            min_ratio: 5.0,
+        };
+        let mut r = Vec::new();
+        // Finding A present in 6 reports and absent in 7; finding B never present.
+        for i in 0..6 {
+            let pos = match i % 3 {
+                0 => "Small left effusion.",
+                1 => "small  LEFT effusion.", // the same sentence, spelled otherwise
+                _ => "Large right effusion.",
+            };
+            r.push(report(
+                &[pos, "Lungs are clear.", "Rare one."],
+                &[Some(true), Some(false)],
+            ));
+            r.push(report(
+                &["No effusion.", "Lungs are clear."],
+                &[Some(false), Some(false)],
+            ));
+        }
+        r.push(report(&["Rare one."], &[Some(false), Some(false)]));
+        // Uncertain for A: left out, or "Large right effusion." would count as absent.
+        r.push(report(&["Large right effusion."], &[None, Some(false)]));
+        let sets = corpus_prompts(&["A", "B"], &r, opts);
+        // Frequencies are (n + 0.5) / (reports + 1), 6 present and 7 absent reports:
+        // "Small left effusion." (4.5/7) / (0.5/8) = 10.3; "Large right effusion."
+        // (2.5/7) / (0.5/8) = 5.7; "Rare one." (6.5/7) / (1.5/8) = 4.95 < 5;
+        // "Lungs are clear." 1.14; "No effusion." the other way (6.5/8) / (0.5/7) = 11.4.
+        assert_eq!(
+            sets[0].positive,
+            ["Small left effusion.", "Large right effusion."]
+        );
+        assert_eq!(sets[0].negative, ["No effusion."]);
+        assert_eq!(
+            (sets[0].positive_source, sets[0].negative_source),
+            (PromptSource::Corpus, PromptSource::Corpus)
+        );
+        // With no present report nothing is evidence of either side: generic templates.
+        assert_eq!(sets[1], PromptSet::generic("B"));
+        // per_side caps a side.
+        let one = corpus_prompts(
+            &["A"],
+            &r,
+            CorpusPromptOptions {
+                per_side: 1,
+                ..opts
+            },
+        );
+        assert_eq!(one[0].positive, ["Small left effusion."]);
+    }
+
+    #[test]
+    fn corpus_prompts_fall_back_when_nothing_qualifies() {
+        // Two reports only: every sentence is below min_reports = 3.
+        let r = vec![
+            report(&["Mild cardiomegaly."], &[Some(true)]),
+            report(&["Heart size is normal."], &[Some(false)]),
+        ];
+        let sets = corpus_prompts(&["Cardiomegaly"], &r, CorpusPromptOptions::default());
+        assert_eq!(sets[0], PromptSet::generic("Cardiomegaly"));
     }
 
     #[test]

@@ -15,7 +15,10 @@ use medprob_metrics::evaluate::{
 use medprob_metrics::hubness::HubCorrection;
 use medprob_metrics::oracle::{group_oracle_recall, OracleRecall};
 use medprob_metrics::report::MethodReport;
-use medprob_metrics::zero_shot::{prompts, zero_shot, PromptScoring, FINDINGS};
+use medprob_metrics::zero_shot::{
+    corpus_prompts, zero_shot, CorpusPromptOptions, LabelledReport, PromptScoring, PromptSet,
+    ZeroShotReport, FINDINGS,
+};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +43,10 @@ pub struct EvalOptions {
     /// applied to every method alike; the report keeps the uncorrected figures beside
     /// (`MethodReport::raw`, `<key>_raw` in summary.json). `None`: rank raw distances.
     pub hub_correction: Option<HubCorrection>,
+    /// Zero-shot prompts mined from the training reports with these settings (the
+    /// generic templates are reported beside them); `None`: the generic templates only.
+    /// Training reports without labels give the generic templates too.
+    pub corpus_prompts: Option<CorpusPromptOptions>,
 }
 
 impl Default for EvalOptions {
@@ -49,6 +56,7 @@ impl Default for EvalOptions {
             zero_shot: true,
             corruptions: Corruption::ALL.to_vec(),
             hub_correction: Some(HubCorrection::default()),
+            corpus_prompts: Some(CorpusPromptOptions::default()),
         }
     }
 }
@@ -179,6 +187,7 @@ pub fn evaluate(
     config: &TrainConfig,
     validation: &StudyLoader,
     test: &StudyLoader,
+    train: &[StudyRecord],
     options: &EvalOptions,
     device: &Device,
     mut progress: impl FnMut(&str),
@@ -285,12 +294,36 @@ pub fn evaluate(
 
     if options.zero_shot && tl.is_some() {
         progress("zero-shot classification");
-        report.zero_shot = Some(zero_shot_report(
-            model, tokenizer, config, test, &tst, &report, device,
-        )?);
+        let generic: Vec<PromptSet> = FINDINGS.iter().map(|f| PromptSet::generic(f)).collect();
+        let probability = report.match_probability;
+        let scored = |sets: &[PromptSet]| {
+            zero_shot_report(
+                model,
+                tokenizer,
+                config,
+                test,
+                &tst,
+                probability,
+                sets,
+                device,
+            )
+        };
+        let mined = options
+            .corpus_prompts
+            .and_then(|o| mine_prompts(train, o).map(|sets| (o, sets)));
+        match mined {
+            Some((o, sets)) => {
+                let mut z = scored(&sets)?;
+                z.mined_with = Some(o);
+                report.zero_shot = Some(z);
+                report.zero_shot_generic = Some(scored(&generic)?);
+            }
+            None => report.zero_shot = Some(scored(&generic)?),
+        }
         // Zero-shot scores images against prompts, which no hub correction touches.
         if let Some(raw) = report.raw.as_mut() {
             raw.zero_shot = report.zero_shot.clone();
+            raw.zero_shot_generic = report.zero_shot_generic.clone();
         }
     }
 
@@ -330,28 +363,47 @@ pub fn evaluate(
     })
 }
 
+/// Zero-shot prompts in the training reports' own words ([`corpus_prompts`]), from every
+/// sentence of FINDINGS and IMPRESSION; `None` when no training report has labels.
+pub fn mine_prompts(train: &[StudyRecord], options: CorpusPromptOptions) -> Option<Vec<PromptSet>> {
+    let reports: Vec<LabelledReport> = train
+        .iter()
+        .filter(|s| s.labels.is_some())
+        .map(|s| LabelledReport {
+            sentences: [&s.findings, &s.impression]
+                .iter()
+                .flat_map(|t| medprob_data::sampling::split_sentences(t))
+                .map(str::to_string)
+                .collect(),
+            labels: FINDINGS.iter().map(|f| finding_label(s, f)).collect(),
+        })
+        .collect();
+    (!reports.is_empty()).then(|| corpus_prompts(&FINDINGS, &reports, options))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn zero_shot_report(
     model: &MedProbModel,
     tokenizer: &ReportTokenizer,
     config: &TrainConfig,
     test: &StudyLoader,
     tst: &SplitEmbeddings,
-    report: &MethodReport,
+    probability: medprob_core::MatchProbability,
+    sets: &[PromptSet],
     device: &Device,
-) -> Result<medprob_metrics::zero_shot::ZeroShotReport> {
+) -> Result<ZeroShotReport> {
     let n = tst.images.len();
     let mut pos = Array2::<f64>::zeros((n, FINDINGS.len()));
     let mut neg = Array2::<f64>::zeros((n, FINDINGS.len()));
     let mut labels = Array2::<Option<bool>>::from_elem((n, FINDINGS.len()), None);
     let probabilistic = config.method.probabilistic();
     let temperature = (-model.logit_scale()?.flatten_all()?.to_vec1::<f32>()?[0] as f64).exp();
-    for (c, finding) in FINDINGS.iter().enumerate() {
-        let (p, q) = prompts(finding);
-        for (set, out) in [(p, &mut pos), (q, &mut neg)] {
-            let e = embed_texts(model, tokenizer, &set, device)?;
+    for (c, set) in sets.iter().enumerate() {
+        for (prompts, out) in [(&set.positive, &mut pos), (&set.negative, &mut neg)] {
+            let e = embed_texts(model, tokenizer, prompts, device)?;
             let scores: Array2<f64> = if probabilistic {
                 let d = medprob_core::kernels::pairwise(config.distance(), &tst.images, &e)?;
-                d.mapv(|d| report.match_probability.probability(d as f64))
+                d.mapv(|d| probability.probability(d as f64))
             } else {
                 tst.images.mean().dot(&e.mean().t()).mapv(f64::from)
             };
@@ -360,7 +412,7 @@ fn zero_shot_report(
             }
         }
         for (i, &s) in tst.study_index.iter().enumerate() {
-            labels[[i, c]] = finding_label(&test.studies()[s], finding);
+            labels[[i, c]] = finding_label(&test.studies()[s], &set.finding);
         }
     }
     let scoring = if probabilistic {
@@ -368,11 +420,8 @@ fn zero_shot_report(
     } else {
         PromptScoring::Cosine { temperature }
     };
-    Ok(zero_shot(
-        &FINDINGS,
-        pos.view(),
-        neg.view(),
-        labels.view(),
-        scoring,
-    )?)
+    let findings: Vec<&str> = sets.iter().map(|s| s.finding.as_str()).collect();
+    let mut z = zero_shot(&findings, pos.view(), neg.view(), labels.view(), scoring)?;
+    z.prompts = sets.to_vec();
+    Ok(z)
 }

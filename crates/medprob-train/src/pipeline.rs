@@ -83,7 +83,15 @@ pub fn evaluate_checkpoint(
     let val = loader(config, splits.validate, false)?;
     let test = loader(config, splits.test, false)?;
     evaluate(
-        &model, &tokenizer, config, &val, &test, options, &device, progress,
+        &model,
+        &tokenizer,
+        config,
+        &val,
+        &test,
+        &splits.train,
+        options,
+        &device,
+        progress,
     )
 }
 

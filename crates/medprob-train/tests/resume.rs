@@ -352,6 +352,24 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
     assert!(a.robustness[0].corruption.is_none());
     let z = a.zero_shot.as_ref().expect("SynthCXR has labels");
     assert_eq!(z.classes.len(), 13);
+    // Prompts mined from the training reports, in SynthCXR's words, with the generic
+    // templates scored beside them.
+    use medprob_metrics::zero_shot::{PromptSet, PromptSource};
+    assert_eq!(z.prompts.len(), 13);
+    let cardio = &z.prompts[1];
+    assert_eq!(cardio.finding, "Cardiomegaly");
+    assert_eq!(cardio.negative_source, PromptSource::Corpus);
+    assert!(
+        cardio.negative.iter().any(|s| s == "Heart size is normal."),
+        "{cardio:?}"
+    );
+    assert!(
+        cardio.positive.iter().all(|s| !s.contains("normal")),
+        "{cardio:?}"
+    );
+    let generic = a.zero_shot_generic.as_ref().expect("generic beside mined");
+    assert_eq!(generic.prompts[1], PromptSet::generic("Cardiomegaly"));
+    assert!(generic.mined_with.is_none() && z.mined_with.is_some());
     assert!(!a.selective.is_empty() && !a.risk_coverage.is_empty());
     assert_eq!(a.label_retrieval.len(), 3);
 

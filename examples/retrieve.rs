@@ -158,7 +158,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let (a, gallery_len) = match (&args.index, &retriever) {
         (Some(dir), _) => (
-            query_index(&config, &args.checkpoint, dir, &query, args.k)?,
+            query_index(&config, &args.checkpoint, dir, &query, &truth, args.k)?,
             None,
         ),
         (None, Some(r)) => {

@@ -658,7 +658,7 @@ impl EvaluationReport {
                 s += "|\n";
             }
             if let (false, Some(o)) = (first.prompts.is_empty(), first.mined_with) {
-                s += &format!("\nPrompts, the same for every method: sentences of the training reports that are at least {} times more frequent among reports labelled positive (negative) than among the others and occur in at least {} of them, the {} most frequent per side; *generic* marks a side where no sentence qualified and the templates (\"{{finding}}\", \"no {{finding}}\", …) were used. The generic row above uses the templates for every finding.\n\n| finding | present | absent |\n|---|---|---|\n", o.min_ratio, o.min_reports, o.per_side);
+                s += &format!("\nPrompts, the same for every method: sentences of the training reports that are at least {} times more frequent among reports labelled positive (negative) than among the others and occur in at least {} of them, the {} most frequent per side; *frequent* marks a side no sentence is evidence of (the reports never say it), scored with its most frequent sentences that are no evidence of the other side, a baseline of what such reports say instead; *generic* marks a side where even those were missing and the templates (\"{{finding}}\", \"no {{finding}}\", …) were used. The generic row above uses the templates for every finding.\n\n| finding | present | absent |\n|---|---|---|\n", o.min_ratio, o.min_reports, o.per_side);
                 let side = |p: &[String], src: crate::zero_shot::PromptSource| {
                     let list = p
                         .iter()
@@ -667,6 +667,7 @@ impl EvaluationReport {
                         .join(" · ");
                     match src {
                         crate::zero_shot::PromptSource::Generic => format!("*generic* {list}"),
+                        crate::zero_shot::PromptSource::Frequent => format!("*frequent* {list}"),
                         crate::zero_shot::PromptSource::Corpus => list,
                     }
                 };

@@ -60,8 +60,13 @@ pub fn prompts(finding: &str) -> (Vec<String>, Vec<String>) {
 pub enum PromptSource {
     /// The generic templates of [`prompts`] ("pleural effusion", "no pleural effusion", …).
     Generic,
-    /// Sentences of the training reports, mined by [`corpus_prompts`].
+    /// Sentences of the training reports that are evidence of the side, mined by
+    /// [`corpus_prompts`].
     Corpus,
+    /// No sentence of the training reports is evidence of the side (their reports do not
+    /// say it): the side's most frequent sentences that are no evidence of the other side,
+    /// a baseline of what such reports say instead ([`corpus_prompts`]).
+    Frequent,
 }
 
 /// The prompts one finding is scored with.
@@ -132,7 +137,11 @@ pub struct LabelledReport {
 /// labelled positive than among reports labelled negative, and a negative prompt the other
 /// way round; each side keeps its `per_side` most frequent sentences that occur in at least
 /// `min_reports` of its reports, in the spelling seen first. A side with no such sentence
-/// falls back to the generic templates of [`prompts`], and says so in its source.
+/// (SynthCXR never writes that a report has no support devices) takes its most frequent
+/// sentences that are no evidence of the other side instead, a baseline of what its reports
+/// say ([`PromptSource::Frequent`]); the generic templates of [`prompts`] only where even
+/// that is empty (no report of the side, or none of the other side to judge by). Each side
+/// says where it came from.
 ///
 /// Generic templates ask a model for phrasings its corpus may never use (SynthCXR writes
 /// "Heart size is normal.", never "no cardiomegaly"); mined prompts ask in the corpus's
@@ -206,16 +215,16 @@ pub fn corpus_prompts(
                 }
             }
             let freq = |n: usize, total: usize| (n as f64 + 0.5) / (total as f64 + 1.0);
-            let pick = |side: usize| -> Vec<String> {
+            // Whether sentence counts `n` are evidence of `side`.
+            let evidence = |n: &[usize; 2], side: usize| {
                 let other = 1 - side;
+                freq(n[side], totals[side]) >= options.min_ratio * freq(n[other], totals[other])
+            };
+            let pick = |side: usize, keep: &dyn Fn(&[usize; 2]) -> bool| -> Vec<String> {
                 let mut chosen: Vec<(usize, usize)> = count
                     .iter()
                     .enumerate()
-                    .filter(|(_, n)| {
-                        n[side] >= options.min_reports.max(1)
-                            && freq(n[side], totals[side])
-                                >= options.min_ratio * freq(n[other], totals[other])
-                    })
+                    .filter(|(_, n)| n[side] >= options.min_reports.max(1) && keep(n))
                     .map(|(i, n)| (i, n[side]))
                     .collect();
                 // Most frequent first; first seen first among equals.
@@ -226,16 +235,27 @@ pub fn corpus_prompts(
                     .map(|(i, _)| spelling[i].clone())
                     .collect()
             };
-            let (positive, negative) = (pick(0), pick(1));
-            let side = |mined: Vec<String>, fallback: Vec<String>| {
-                if mined.is_empty() {
+            // Evidence first; else the side's frequent sentences that are no evidence of
+            // the other side (only when the other side has reports to judge by); else the
+            // templates.
+            let side = |side: usize, fallback: Vec<String>| {
+                let mined = pick(side, &|n| evidence(n, side));
+                if !mined.is_empty() {
+                    return (mined, PromptSource::Corpus);
+                }
+                let frequent = if totals[1 - side] > 0 {
+                    pick(side, &|n| !evidence(n, 1 - side))
+                } else {
+                    Vec::new()
+                };
+                if frequent.is_empty() {
                     (fallback, PromptSource::Generic)
                 } else {
-                    (mined, PromptSource::Corpus)
+                    (frequent, PromptSource::Frequent)
                 }
             };
-            let (positive, positive_source) = side(positive, generic.positive);
-            let (negative, negative_source) = side(negative, generic.negative);
+            let (positive, positive_source) = side(0, generic.positive);
+            let (negative, negative_source) = side(1, generic.negative);
             PromptSet {
                 finding: finding.to_string(),
                 positive,
@@ -514,6 +534,41 @@ mod tests {
             },
         );
         assert_eq!(one[0].positive, ["Small left effusion."]);
+    }
+
+    #[test]
+    fn a_side_no_sentence_is_evidence_of_gets_its_frequent_sentences() {
+        // Reports say when a tube is present, never that there is none.
+        let mut r = Vec::new();
+        for _ in 0..4 {
+            r.push(report(
+                &["Tube in place.", "Lungs are clear."],
+                &[Some(true)],
+            ));
+            r.push(report(&["Lungs are clear."], &[Some(false)]));
+        }
+        for _ in 0..2 {
+            r.push(report(
+                &["Heart size is normal.", "Lungs are clear."],
+                &[Some(false)],
+            ));
+        }
+        let opts = CorpusPromptOptions {
+            min_reports: 2,
+            ..CorpusPromptOptions::default()
+        };
+        let sets = corpus_prompts(&["Support Devices"], &r, opts);
+        // "Tube in place.": (4.5/5) / (0.5/7) = 12.6 ≥ 10, evidence of present. Nothing is
+        // evidence of absent ("Heart size is normal." (2.5/7) / (0.5/5) = 3.6): the absent
+        // reports' most frequent sentences that are no evidence of present, most frequent
+        // first ("Lungs are clear." in 6, ratio to present 0.97).
+        assert_eq!(sets[0].positive, ["Tube in place."]);
+        assert_eq!(sets[0].positive_source, PromptSource::Corpus);
+        assert_eq!(
+            sets[0].negative,
+            ["Lungs are clear.", "Heart size is normal."]
+        );
+        assert_eq!(sets[0].negative_source, PromptSource::Frequent);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub struct Hit {
     /// Calibrated probability that this hit is a plausible match for the query.
     pub probability: f64,
     /// The report (image queries) or the image path (report queries); empty for answers
-    /// from an index, which stores ids only.
+    /// from an index written without [`INDEX_ITEMS`].
     pub item: String,
     /// Whether the hit has exactly the query's positive labels (`None`: unknown).
     pub plausible: Option<bool>,
@@ -533,6 +533,21 @@ impl Retriever {
             w.push(gallery, &ids)?;
             w.finish()?;
         }
+        // What an answer shows beside each id: the report, the image, the labels.
+        let mut items = String::new();
+        for ((id, report, image), labels) in self.gallery_items.iter().zip(&self.gallery_labels) {
+            let item = IndexItem {
+                study_id: id.clone(),
+                report: report.clone(),
+                image: image.clone(),
+                labels: *labels,
+            };
+            items += &serde_json::to_string(&item).expect("items serialise");
+            items.push('\n');
+        }
+        let path = dir.join(INDEX_ITEMS);
+        medprob_core::fs::write_atomic(&path, items.as_bytes())
+            .map_err(|e| TrainError::io(&path, e))?;
         Ok(())
     }
 }
@@ -541,6 +556,46 @@ impl Retriever {
 pub const REPORTS_INDEX: &str = "reports";
 /// Sub-folder of [`Retriever::write_indexes`] holding the images (for report queries).
 pub const IMAGES_INDEX: &str = "images";
+/// File of [`Retriever::write_indexes`] with each gallery study's report, image and labels,
+/// one JSON object per line ([`IndexItem`]), for answers that show what they found.
+pub const INDEX_ITEMS: &str = "items.jsonl";
+
+/// One line of [`INDEX_ITEMS`].
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexItem {
+    pub study_id: String,
+    /// The report the index embedded.
+    pub report: String,
+    /// The image the index embedded.
+    pub image: String,
+    /// Positive CheXpert labels as a bit mask of [`medprob_data::CHEXPERT_LABELS`], when
+    /// the gallery CSV had labels.
+    pub labels: Option<u32>,
+}
+
+/// The items beside an index, by study id; empty for indexes written without them.
+fn read_index_items(dir: &Path) -> Result<std::collections::HashMap<String, IndexItem>> {
+    let path = dir.join(INDEX_ITEMS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(TrainError::io(&path, e)),
+    };
+    let mut items = std::collections::HashMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let item: IndexItem = serde_json::from_str(line).map_err(|e| TrainError::Input {
+            path: path.clone(),
+            reason: format!("line {}: {e}", n + 1),
+        })?;
+        items.insert(item.study_id.clone(), item);
+    }
+    Ok(items)
+}
 
 /// The index rule that answers exactly what `selector` answers (an index stores one
 /// inclusive threshold, or "never", or "always").
@@ -585,6 +640,7 @@ pub fn query_index(
     checkpoint: &Path,
     index_dir: &Path,
     query: &Query,
+    truth: &QueryTruth,
     k: usize,
 ) -> Result<Answer> {
     let device = config.device.device()?;
@@ -611,18 +667,28 @@ pub fn query_index(
         .pop()
         .expect("one query, one answer");
     let info = index.info();
+    let items = read_index_items(index_dir)?;
     Ok(Answer {
         confidence: a.hits.first().and_then(|h| h.probability).unwrap_or(0.0),
         hits: a
             .hits
             .into_iter()
-            .map(|h| Hit {
-                study_id: h.id,
-                distance: h.distance as f64,
-                probability: h.probability.unwrap_or(f64::NAN),
-                item: String::new(),
-                plausible: None,
-                own_study: None,
+            .map(|h| {
+                let item = items.get(&h.id);
+                Hit {
+                    item: item.map_or_else(String::new, |it| match query {
+                        Query::Image(_) => it.report.clone(),
+                        Query::Report(_) => it.image.clone(),
+                    }),
+                    plausible: truth
+                        .labels
+                        .zip(item.and_then(|it| it.labels))
+                        .map(|(a, b)| a == b),
+                    own_study: truth.study_id.as_ref().map(|s| *s == h.id),
+                    study_id: h.id,
+                    distance: h.distance as f64,
+                    probability: h.probability.unwrap_or(f64::NAN),
+                }
             })
             .collect(),
         uncertainty: config.method.probabilistic().then_some(a.uncertainty),

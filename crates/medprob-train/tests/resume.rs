@@ -502,23 +502,64 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         r.write_indexes(&dir).is_err(),
         "an existing index is never overwritten"
     );
+    // With the query's truth, both show the items found and which are plausible.
+    let truth = medprob_train::retrieve::QueryTruth {
+        study_id: Some(study.study_id.clone()),
+        labels: medprob_train::evaluation::label_mask(study),
+    };
     for q in [
         Query::Image(image.clone()),
         Query::Report(study.impression.clone()),
     ] {
-        let direct = r.query(&q).unwrap();
-        let indexed = medprob_train::retrieve::query_index(&cfg, &cfg.out, &dir, &q, 3).unwrap();
+        let direct = r.query_with(&q, &truth).unwrap();
+        let indexed =
+            medprob_train::retrieve::query_index(&cfg, &cfg.out, &dir, &q, &truth, 3).unwrap();
         let key = |a: &medprob_train::retrieve::Answer| {
             a.hits
                 .iter()
-                .map(|h| (h.study_id.clone(), h.distance, h.probability))
+                .map(|h| {
+                    (
+                        h.study_id.clone(),
+                        h.distance,
+                        h.probability,
+                        h.item.clone(),
+                        h.plausible,
+                        h.own_study,
+                    )
+                })
                 .collect::<Vec<_>>()
         };
+        assert!(direct
+            .hits
+            .iter()
+            .all(|h| !h.item.is_empty() && h.plausible.is_some()));
         assert_eq!(key(&indexed), key(&direct));
         assert_eq!(indexed.answered, direct.answered);
         assert_eq!(indexed.uncertainty, direct.uncertainty);
         assert_eq!(indexed.guarantee, direct.guarantee);
     }
+    // A damaged items file is an error naming it and the line.
+    let items = dir.join(medprob_train::retrieve::INDEX_ITEMS);
+    let good = std::fs::read_to_string(&items).unwrap();
+    std::fs::write(
+        &items,
+        format!(
+            "{}{{\"study_id\": 3}}\n",
+            good.lines().next().unwrap().to_owned() + "\n"
+        ),
+    )
+    .unwrap();
+    let e = medprob_train::retrieve::query_index(
+        &cfg,
+        &cfg.out,
+        &dir,
+        &Query::Image(image.clone()),
+        &truth,
+        3,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("items.jsonl") && e.contains("line 2"), "{e}");
     let e = r
         .query(&Query::Image(tmp.path().join("missing.png")))
         .unwrap_err();

@@ -101,7 +101,8 @@ fn table(r: &EvaluationReport) -> String {
          probability against \"top-1 is plausible\"; AURC/AUGRC: confidence = top-1 probability, loss = \
          top-1 not plausible; SGR coverage: share of test image queries answered by selection with \
          guaranteed risk (no plausible report in the top 5, risk ≤ 0.3 with probability ≥ 0.9, fitted on \
-         validation); zero-shot AUROC: mean over the findings with at least 10 positive test studies. \
+         validation); zero-shot AUROC: mean over the findings with at least 10 positive test studies, with \
+         prompts mined from the training reports (`zero_shot_generic_mean_auroc`: the generic ones). \
          Every figure is in `runs/quickstart/summary.json`. ",
         10.0 / test.max(1) as f64
     );

@@ -20,7 +20,7 @@
 //! | `plausible_ece_i2t` | ECE (15 equal-width bins) of the top-1 match probability against "top-1 is plausible" |
 //! | `plausible_aurc_i2t_k1`, `plausible_augrc_i2t_k1` | risk–coverage with confidence = top-1 probability, loss = top-1 not plausible |
 //! | `sgr_coverage_i2t_k5` | test coverage of selection with guaranteed risk fitted on validation (loss: no plausible hit in the top 5) |
-//! | `zero_shot_mean_auroc` | mean AUROC over the findings with at least 10 positive test studies |
+//! | `zero_shot_mean_auroc` | mean AUROC over the findings with at least 10 positive test studies, with the prompts of `zero_shot.prompts` in `metrics.json` (mined from the training reports by default) |
 //! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
 //! | `zero_shot_generic_mean_auroc`, … | the same three with the generic prompts ("no cardiomegaly"), where the zero-shot above used prompts mined from the training reports |
 //! | `hub_max_share_i2t`, `hub_skew_i2t` | the largest share of image queries with one and the same top-1 report; skewness of `N₁₀` over the reports |

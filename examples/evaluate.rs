@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use medprob::metrics::hubness::HubCorrection;
 use medprob::metrics::report::EvaluationReport;
 use medprob::train::evaluation::EvalOptions;
 use medprob::train::pipeline::{evaluate_checkpoint, run_config, write_report, write_retrievals};
@@ -34,6 +35,16 @@ struct Args {
     /// Skip the robustness sweep.
     #[arg(long)]
     no_robustness: bool,
+    /// Neighbours of the CSLS hub correction (validation queries averaged per gallery item).
+    #[arg(long, default_value_t = HubCorrection::default().k)]
+    hub_k: usize,
+    /// Rank raw distances: no hub correction (the report then has no `raw` copy).
+    #[arg(long, conflicts_with = "hub_k")]
+    no_hub_correction: bool,
+    /// Score zero-shot with the generic prompt templates only (no prompts mined from the
+    /// training reports).
+    #[arg(long)]
+    generic_prompts: bool,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +56,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config.data.studies = s;
         config.data.image_root = None;
     }
-    let options = EvalOptions::with_robustness(!args.no_robustness);
+    let mut options = EvalOptions::with_robustness(!args.no_robustness);
+    options.hub_correction = (!args.no_hub_correction).then_some(HubCorrection { k: args.hub_k });
+    if args.generic_prompts {
+        options.corpus_prompts = None;
+    }
     let evaluated = evaluate_checkpoint(&config, &args.checkpoint, &options, |what| {
         println!("{what}")
     })?;

@@ -154,7 +154,7 @@ pub struct LabelledReport {
 ///     labels: vec![Some(y)],
 /// };
 /// let mut reports = Vec::new();
-/// for _ in 0..4 {
+/// for _ in 0..10 {
 ///     reports.push(report(&["Mild cardiomegaly.", "The lungs are clear."], true));
 ///     reports.push(report(&["Heart size is normal.", "The lungs are clear."], false));
 /// }

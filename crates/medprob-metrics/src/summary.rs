@@ -130,13 +130,11 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
         "sgr_coverage_i2t_k5".into(),
         num(sgr.map(|s| s.test.coverage)),
     );
-    for (prefix, zs) in [
-        ("zero_shot", m.zero_shot.as_ref()),
-        ("zero_shot_generic", m.zero_shot_generic.as_ref()),
-    ] {
-        if prefix == "zero_shot_generic" && zs.is_none() {
-            continue;
-        }
+    // The generic keys only where the generic prompts were scored beside mined ones.
+    let generic = m.zero_shot_generic.as_ref().map(Some);
+    for (prefix, zs) in std::iter::once(("zero_shot", m.zero_shot.as_ref()))
+        .chain(generic.map(|g| ("zero_shot_generic", g)))
+    {
         let counted: Vec<f64> = zs
             .map(|z| {
                 z.classes

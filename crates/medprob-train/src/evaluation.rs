@@ -392,10 +392,10 @@ fn zero_shot_report(
     sets: &[PromptSet],
     device: &Device,
 ) -> Result<ZeroShotReport> {
-    let n = tst.images.len();
-    let mut pos = Array2::<f64>::zeros((n, FINDINGS.len()));
-    let mut neg = Array2::<f64>::zeros((n, FINDINGS.len()));
-    let mut labels = Array2::<Option<bool>>::from_elem((n, FINDINGS.len()), None);
+    let (n, f) = (tst.images.len(), sets.len());
+    let mut pos = Array2::<f64>::zeros((n, f));
+    let mut neg = Array2::<f64>::zeros((n, f));
+    let mut labels = Array2::<Option<bool>>::from_elem((n, f), None);
     let probabilistic = config.method.probabilistic();
     let temperature = (-model.logit_scale()?.flatten_all()?.to_vec1::<f32>()?[0] as f64).exp();
     for (c, set) in sets.iter().enumerate() {

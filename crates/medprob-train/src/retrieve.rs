@@ -127,6 +127,34 @@ pub struct Hit {
     pub own_study: Option<bool>,
 }
 
+impl Hit {
+    /// A hit on gallery study `study_id`, described by its `item` where known, and judged
+    /// against the query's `truth`.
+    fn new(
+        study_id: String,
+        distance: f64,
+        probability: f64,
+        item: Option<&IndexItem>,
+        query: &Query,
+        truth: &QueryTruth,
+    ) -> Self {
+        Self {
+            item: item.map_or_else(String::new, |it| match query {
+                Query::Image(_) => it.report.clone(),
+                Query::Report(_) => it.image.clone(),
+            }),
+            plausible: truth
+                .labels
+                .zip(item.and_then(|it| it.labels))
+                .map(|(a, b)| a == b),
+            own_study: truth.study_id.as_ref().map(|s| *s == study_id),
+            study_id,
+            distance,
+            probability,
+        }
+    }
+}
+
 /// The answer to one query.
 #[derive(Debug, Clone, Serialize)]
 pub struct Answer {
@@ -151,11 +179,10 @@ pub struct Retriever {
     config: TrainConfig,
     device: Device,
     gallery_images: SplitEmbeddings,
-    gallery_items: Vec<(String, String, String)>,
+    /// The gallery studies, row-aligned with `gallery_images` (what [`INDEX_ITEMS`] stores).
+    gallery_items: Vec<IndexItem>,
     /// Every study of the gallery CSV (any split), to recognise a query that is one of them.
     studies: Vec<StudyRecord>,
-    /// The gallery studies' label masks, row-aligned with `gallery_items`.
-    gallery_labels: Vec<Option<u32>>,
     /// The plausible-match probability (the evaluation's), as stored in the indexes.
     calibration: MatchProbability,
     calibration_text: String,
@@ -263,20 +290,21 @@ impl Retriever {
         let size = config.data.image_size;
         let g_loader = loader(config, gallery, false)?;
         let mut gallery_images = embed_split(&model, &tokenizer, &g_loader, size, None, &device)?;
-        let mut gallery_labels = Vec::new();
         let gallery_items = gallery_images
             .study_index
             .iter()
             .map(|&i| {
                 let s = &g_loader.studies()[i];
-                gallery_labels.push(label_mask(s));
-                let report = medprob_data::sampling::evaluation_text(s)
-                    .unwrap_or_default()
-                    .to_string();
-                let image = medprob_data::sampling::evaluation_view(s)
-                    .map(|v| s.image_paths[v].display().to_string())
-                    .unwrap_or_default();
-                (s.study_id.clone(), report, image)
+                IndexItem {
+                    study_id: s.study_id.clone(),
+                    report: medprob_data::sampling::evaluation_text(s)
+                        .unwrap_or_default()
+                        .to_string(),
+                    image: medprob_data::sampling::evaluation_view(s)
+                        .map(|v| s.image_paths[v].display().to_string())
+                        .unwrap_or_default(),
+                    labels: label_mask(s),
+                }
             })
             .collect();
 
@@ -356,7 +384,6 @@ impl Retriever {
             gallery_images,
             gallery_items,
             studies,
-            gallery_labels,
             calibration,
             calibration_text,
             relevance: if labels.is_some() {
@@ -435,21 +462,15 @@ impl Retriever {
             .iter()
             .zip(top.distances.row(0))
             .map(|(&j, &d)| {
-                let (id, report, image) = &self.gallery_items[j];
-                Hit {
-                    study_id: id.clone(),
-                    distance: d as f64,
-                    probability: self.calibration.probability(d as f64),
-                    item: match query {
-                        Query::Image(_) => report.clone(),
-                        Query::Report(_) => image.clone(),
-                    },
-                    plausible: truth
-                        .labels
-                        .zip(self.gallery_labels[j])
-                        .map(|(a, b)| a == b),
-                    own_study: truth.study_id.as_ref().map(|s| s == id),
-                }
+                let item = &self.gallery_items[j];
+                Hit::new(
+                    item.study_id.clone(),
+                    d as f64,
+                    self.calibration.probability(d as f64),
+                    Some(item),
+                    query,
+                    truth,
+                )
             })
             .collect();
         let confidence = hits.first().map_or(0.0, |h| h.probability);
@@ -495,7 +516,7 @@ impl Retriever {
         let ids: Vec<&str> = self
             .gallery_items
             .iter()
-            .map(|(id, _, _)| id.as_str())
+            .map(|it| it.study_id.as_str())
             .collect();
         let calibration = self.calibration;
         for (name, gallery, rule, kind) in [
@@ -535,14 +556,8 @@ impl Retriever {
         }
         // What an answer shows beside each id: the report, the image, the labels.
         let mut items = String::new();
-        for ((id, report, image), labels) in self.gallery_items.iter().zip(&self.gallery_labels) {
-            let item = IndexItem {
-                study_id: id.clone(),
-                report: report.clone(),
-                image: image.clone(),
-                labels: *labels,
-            };
-            items += &serde_json::to_string(&item).expect("items serialise");
+        for item in &self.gallery_items {
+            items += &serde_json::to_string(item).expect("items serialise");
             items.push('\n');
         }
         let path = dir.join(INDEX_ITEMS);
@@ -675,20 +690,14 @@ pub fn query_index(
             .into_iter()
             .map(|h| {
                 let item = items.get(&h.id);
-                Hit {
-                    item: item.map_or_else(String::new, |it| match query {
-                        Query::Image(_) => it.report.clone(),
-                        Query::Report(_) => it.image.clone(),
-                    }),
-                    plausible: truth
-                        .labels
-                        .zip(item.and_then(|it| it.labels))
-                        .map(|(a, b)| a == b),
-                    own_study: truth.study_id.as_ref().map(|s| *s == h.id),
-                    study_id: h.id,
-                    distance: h.distance as f64,
-                    probability: h.probability.unwrap_or(f64::NAN),
-                }
+                Hit::new(
+                    h.id.clone(),
+                    h.distance as f64,
+                    h.probability.unwrap_or(f64::NAN),
+                    item,
+                    query,
+                    truth,
+                )
             })
             .collect(),
         uncertainty: config.method.probabilistic().then_some(a.uncertainty),

@@ -284,6 +284,15 @@ impl GaussianEmbeddings {
         self
     }
 
+    /// Each item's mean log-variance `mean_d v_d` (computed in `f64`): the uncertainty a
+    /// [`crate::MatchProbability`] may read.
+    pub fn mean_log_variances(&self) -> Vec<f64> {
+        self.log_var
+            .axis_iter(Axis(0))
+            .map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64)
+            .collect()
+    }
+
     /// Per-item uncertainty summaries (computed in `f64`).
     pub fn uncertainty(&self) -> Vec<Uncertainty> {
         let ln_2pi = (2.0 * std::f64::consts::PI).ln();

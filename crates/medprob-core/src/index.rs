@@ -635,6 +635,12 @@ impl GaussianIndex {
         )
     }
 
+    /// Item `row`'s mean log-variance (what a [`MatchProbability`] may read of the hit).
+    pub fn mean_log_variance(&self, row: usize) -> f64 {
+        let v = self.floats(1, row..row + 1);
+        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
+    }
+
     /// Rows `range` as embeddings (copied out of the map and checked: a damaged file is an
     /// error naming the file and row, not a wrong answer).
     pub fn rows(&self, range: std::ops::Range<usize>) -> Result<GaussianEmbeddings> {
@@ -805,6 +811,7 @@ impl GaussianIndex {
         let top = self.search(queries, k, options)?;
         let uncertainty = queries.uncertainty();
         let calibration = self.info.match_probability;
+        let reads = calibration.is_some_and(|c| c.reads_uncertainty());
         Ok((0..queries.len())
             .map(|i| {
                 let hits: Vec<IndexHit> = top
@@ -816,7 +823,18 @@ impl GaussianIndex {
                         id: self.ids[row].clone(),
                         row,
                         distance,
-                        probability: calibration.map(|c| c.probability(distance as f64)),
+                        probability: calibration.map(|c| {
+                            let u_hit = if reads {
+                                self.mean_log_variance(row)
+                            } else {
+                                0.0
+                            };
+                            c.probability_of(
+                                distance as f64,
+                                uncertainty[i].mean_log_variance,
+                                u_hit,
+                            )
+                        }),
                     })
                     .collect();
                 let top1 = hits.first().and_then(|h| h.probability);

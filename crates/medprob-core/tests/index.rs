@@ -321,6 +321,52 @@ fn answers_carry_probabilities_uncertainty_and_the_abstain_decision() {
     );
 }
 
+/// A probability that reads the two uncertainties travels with the index and gives each
+/// hit its own: the query's and the stored hit's mean log-variance enter the logit.
+#[test]
+fn answers_read_the_hit_and_query_uncertainty_when_the_probability_does() {
+    use medprob_core::MatchProbability;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    let g = random(30, 4, 5);
+    let calibration = MatchProbability::new(0.05, 0.5)
+        .unwrap()
+        .with_uncertainty(-0.7, 1.3)
+        .unwrap();
+    let mut w = GaussianIndexWriter::create(
+        &dir,
+        IndexInfo {
+            match_probability: Some(calibration),
+            answer_rule: AnswerRule::AtLeast { threshold: 0.5 },
+            gallery_offset: false,
+            ..info(Distance::Csd, 4, 30)
+        },
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
+    w.push(&g, &ids).unwrap();
+    w.finish().unwrap();
+    let index = GaussianIndex::open(&dir).unwrap();
+    assert_eq!(index.info().match_probability, Some(calibration));
+    let q = random(3, 4, 6);
+    let (u_q, u_g) = (q.mean_log_variances(), g.mean_log_variances());
+    let answers = index.answer(&q, 5, &TopKOptions::default()).unwrap();
+    let mut spread = Vec::new();
+    for (i, a) in answers.iter().enumerate() {
+        for h in &a.hits {
+            let want = calibration.probability_of(h.distance as f64, u_q[i], u_g[h.row]);
+            let got = h.probability.unwrap();
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+            assert!((index.mean_log_variance(h.row) - u_g[h.row]).abs() < 1e-12);
+            spread.push(got - calibration.probability(h.distance as f64));
+        }
+    }
+    assert!(
+        spread.iter().any(|d| d.abs() > 1e-3),
+        "the uncertainty terms change some probability"
+    );
+}
+
 #[test]
 fn gallery_offsets_are_stored_and_ranked_as_in_memory() {
     let tmp = tempfile::tempdir().unwrap();

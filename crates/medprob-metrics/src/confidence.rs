@@ -37,28 +37,33 @@ impl ConfidenceKind {
     }
 }
 
-/// Per-query confidences of one kind. `logit` maps a distance to the model's match logit
-/// (`−a·d + b`, or a cosine logit for deterministic models); `total_variance` holds
+/// Per-query confidences of one kind. `logit(query, item, d)` maps a query, a gallery item
+/// and their distance to the model's match logit (`−a·d + b` with the uncertainty terms of
+/// [`medprob_core::MatchProbability::logit_of`], or a cosine logit for deterministic
+/// models); `total_variance` holds
 /// `Σ_d σ²` per query and is required only for [`ConfidenceKind::Uncertainty`] (returns
 /// `None` without it).
 pub fn confidences(
     kind: ConfidenceKind,
     ranks: &[QueryRank],
-    logit: impl Fn(f64) -> f64,
+    logit: impl Fn(usize, usize, f64) -> f64,
     total_variance: Option<&[f64]>,
 ) -> Option<Vec<f64>> {
+    let l = |q: usize, (item, d): (usize, f32)| logit(q, item, d as f64);
     match kind {
         ConfidenceKind::Uncertainty => total_variance.map(|v| v.iter().map(|&s| -s).collect()),
         ConfidenceKind::Top1Probability => Some(
             ranks
                 .iter()
-                .map(|r| medprob_core::sigmoid(logit(r.top1.1 as f64)))
+                .enumerate()
+                .map(|(q, r)| medprob_core::sigmoid(l(q, r.top1)))
                 .collect(),
         ),
         ConfidenceKind::Margin => Some(
             ranks
                 .iter()
-                .map(|r| logit(r.top1.1 as f64) - logit(r.top2.1 as f64))
+                .enumerate()
+                .map(|(q, r)| l(q, r.top1) - l(q, r.top2))
                 .collect(),
         ),
     }
@@ -76,11 +81,17 @@ mod tests {
             top1: (3, 1.0),
             top2: (4, 3.0),
         }];
-        let logit = |d: f64| -2.0 * d + 1.0;
+        let logit = |_: usize, _: usize, d: f64| -2.0 * d + 1.0;
         let p = confidences(ConfidenceKind::Top1Probability, &r, logit, None).unwrap();
         assert!((p[0] - medprob_core::sigmoid(-1.0)).abs() < 1e-12);
         let m = confidences(ConfidenceKind::Margin, &r, logit, None).unwrap();
         assert_eq!(m, vec![4.0]);
+        // A logit that reads the item (as an uncertainty-reading probability does): item 4
+        // gets +0.5, so the margin shrinks by that.
+        let by_item =
+            |_: usize, item: usize, d: f64| -2.0 * d + 1.0 + 0.5 * (item == 4) as u8 as f64;
+        let m = confidences(ConfidenceKind::Margin, &r, by_item, None).unwrap();
+        assert_eq!(m, vec![3.5]);
         assert_eq!(
             confidences(ConfidenceKind::Uncertainty, &r, logit, None),
             None

@@ -146,33 +146,68 @@ fn rank_split(scoring: Scoring, split: &Split<'_>, blocks: &TopKOptions) -> Resu
     Ok(Ranked { i2t, t2i })
 }
 
-/// Top-1 probabilities under `probability`, and whether each top-1 is right.
-fn top1_probabilities(ranks: &[QueryRank], probability: MatchProbability) -> (Vec<f64>, Vec<bool>) {
-    let (s, correct) = top1_outcomes(ranks);
-    (
-        s.into_iter().map(|s| probability.probability(-s)).collect(),
-        correct,
-    )
+/// Top-1 probabilities under `probability` (query `q`'s mean log-variance `u_query[q]`,
+/// gallery item `g`'s `u_gallery[g]`), and whether each top-1 is right.
+fn top1_probabilities(
+    ranks: &[QueryRank],
+    probability: MatchProbability,
+    u_query: &[f64],
+    u_gallery: &[f64],
+) -> (Vec<f64>, Vec<bool>) {
+    let (_, correct) = top1_outcomes(ranks);
+    let p = ranks
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.rank.is_some())
+        .map(|(q, r)| probability.probability_of(r.top1.1 as f64, u_query[q], u_gallery[r.top1.0]))
+        .collect();
+    (p, correct)
 }
 
-/// The first results of one split's queries, both ways.
+/// The first results of one split's queries, both ways, and each item's mean log-variance.
 struct Lists {
     i2t: TopK,
     t2i: TopK,
+    u_images: Vec<f64>,
+    u_texts: Vec<f64>,
+}
+
+impl Lists {
+    /// Both directions judged by `relevance` (image→text, text→image).
+    fn judged<'a>(&'a self, relevance: &'a (Relevance, Relevance)) -> [Judged<'a>; 2] {
+        [
+            Judged {
+                top: &self.i2t,
+                relevance: &relevance.0,
+                u_query: &self.u_images,
+                u_gallery: &self.u_texts,
+            },
+            Judged {
+                top: &self.t2i,
+                relevance: &relevance.1,
+                u_query: &self.u_texts,
+                u_gallery: &self.u_images,
+            },
+        ]
+    }
 }
 
 fn lists(distance: Distance, split: &Split<'_>, k: usize, blocks: &TopKOptions) -> Result<Lists> {
     Ok(Lists {
         i2t: ranked_lists(distance, split.images, split.texts, k, blocks)?,
         t2i: ranked_lists(distance, split.texts, split.images, k, blocks)?,
+        u_images: split.images.mean_log_variances(),
+        u_texts: split.texts.mean_log_variances(),
     })
 }
 
-/// The one match probability of a method: `σ(−a·d + b)` fitted on the validation split to
-/// "is this hit a plausible match?" over the first `calibration_k` hits of every query,
-/// both directions pooled — the probability a user reads beside every hit. Plausible means
-/// the same positive label set (ζ = 0); without labels, the query's own study. Returns the
-/// probability and a sentence saying what it was fitted to.
+/// The one match probability of a method: `σ(−a·d + q·u_query + h·u_hit + b)` fitted on
+/// the validation split to "is this hit a plausible match?" over the first `calibration_k`
+/// hits of every query, both directions pooled — the probability a user reads beside every
+/// hit. `u` is an embedding's mean log-variance (a deterministic model's is constant and
+/// gets no weight: `σ(−a·d + b)`). Plausible means the same positive label set (ζ = 0);
+/// without labels, the query's own study. Returns the probability and a sentence saying
+/// what it was fitted to.
 pub fn fit_plausible_probability(
     distance: Distance,
     validation: &Split<'_>,
@@ -180,7 +215,16 @@ pub fn fit_plausible_probability(
     blocks: &TopKOptions,
 ) -> Result<(MatchProbability, String)> {
     let l = lists(distance, validation, k, blocks)?;
-    fit_on_lists(&l, validation.label_relevance()?.as_ref(), validation, k)
+    let f = fit_on_lists(&l, validation.label_relevance()?.as_ref(), validation, k)?;
+    Ok((f.probability, f.text))
+}
+
+/// A fitted match probability, the same fit on distance alone when it reads the
+/// uncertainties, and a sentence saying what it was fitted to.
+struct Fitted {
+    probability: MatchProbability,
+    distance_only: Option<MatchProbability>,
+    text: String,
 }
 
 /// [`fit_plausible_probability`] on ranked lists already at hand (at least `k` long) and
@@ -190,7 +234,7 @@ fn fit_on_lists(
     labels: Option<&(Relevance, Relevance)>,
     validation: &Split<'_>,
     k: usize,
-) -> Result<(MatchProbability, String)> {
+) -> Result<Fitted> {
     let instance;
     let (relevance, what) = match labels {
         Some(r) => (r, "the same positive label set (ζ = 0)"),
@@ -199,27 +243,57 @@ fn fit_on_lists(
             (&instance, "the query's own study (no labels)")
         }
     };
-    let (mut d, mut y) = candidate_outcomes(&l.i2t, &relevance.0, k)?;
-    let (d2, y2) = candidate_outcomes(&l.t2i, &relevance.1, k)?;
-    d.extend(d2);
-    y.extend(y2);
-    let p = fit_match_probability(&d, &y)?;
-    Ok((
-        p,
-        format!(
-            "σ(−{:.4}·d {} {:.4}): P(a hit is a plausible match), fitted on validation over the first {k} hits \
-             of every query, both ways; plausible = {what}{}",
-            p.scale(),
-            if p.b < 0.0 { "−" } else { "+" },
-            p.b.abs(),
-            if p.scale() <= medprob_core::MIN_SCALE {
+    let [i2t, t2i] = l.judged(relevance);
+    let mut c = candidate_outcomes(&i2t, k)?;
+    c.extend(candidate_outcomes(&t2i, k)?);
+    let p = c.fit()?;
+    let floor = p.scale() <= medprob_core::MIN_SCALE;
+    Ok(Fitted {
+        probability: p,
+        distance_only: p
+            .reads_uncertainty()
+            .then(|| fit_match_probability(&c.distance, &c.relevant))
+            .transpose()?,
+        text: format!(
+            "{}: P(a hit is a plausible match), fitted on validation over the first {k} hits \
+             of every query, both ways; plausible = {what}{}{}",
+            describe_probability(&p),
+            if p.reads_uncertainty() {
+                "; u = an embedding's mean log-variance"
+            } else {
+                ""
+            },
+            if floor && !p.reads_uncertainty() {
                 ". On validation, distance does not predict a plausible match (the free fit's slope \
                  is below the floor): every hit gets about the base rate"
+            } else if floor {
+                ". On validation, distance adds nothing to the uncertainties (its slope is held at \
+                 the floor): the query's and the hit's variance carry the probability"
             } else {
                 ""
             }
         ),
-    ))
+    })
+}
+
+/// The formula of `p` with its numbers, e.g. `σ(−0.0123·d + 0.45·u_hit − 0.2)`, where `u`
+/// is a mean log-variance.
+pub fn describe_probability(p: &MatchProbability) -> String {
+    let term = |w: f64, what: &str| {
+        if w == 0.0 {
+            String::new()
+        } else {
+            format!(" {} {:.4}·{what}", if w < 0.0 { "−" } else { "+" }, w.abs())
+        }
+    };
+    format!(
+        "σ(−{:.4}·d{}{} {} {:.4})",
+        p.scale(),
+        term(p.query, "u_query"),
+        term(p.hit, "u_hit"),
+        if p.b < 0.0 { "−" } else { "+" },
+        p.b.abs()
+    )
 }
 
 /// Retrieval, label-aware retrieval, calibration, risk–coverage, selective retrieval,
@@ -252,13 +326,16 @@ pub fn evaluate_retrieval(
         lists(scoring.distance, test, k, &config.blocks)?,
     );
     let v_labels = validation.label_relevance()?;
-    let (probability, probability_text) = fit_on_lists(
+    let Fitted {
+        probability,
+        distance_only,
+        text: probability_text,
+    } = fit_on_lists(
         &lv,
         v_labels.as_ref(),
         validation,
         config.plausible.calibration_k,
     )?;
-    let logit = |d: f64| probability.logit(d);
 
     let retrieval = RetrievalReport::new(
         DirectionReport::from_ranks(&tst.i2t)?,
@@ -278,7 +355,7 @@ pub fn evaluate_retrieval(
         _ => Vec::new(),
     };
 
-    let (p, correct) = top1_probabilities(&tst.i2t, probability);
+    let (p, correct) = top1_probabilities(&tst.i2t, probability, &lt.u_images, &lt.u_texts);
     let calibration = Some(CalibrationReport::new(&p, &correct)?);
 
     let mut plausible = Vec::new();
@@ -298,23 +375,20 @@ pub fn evaluate_retrieval(
             continue;
         };
         let mut directions: Vec<PlausibleDirection> = Vec::new();
-        for (direction, v_top, t_top, vr, tr, q, g, masks) in [
+        let (v_judged, t_judged) = (lv.judged(&v_rel), lt.judged(&t_rel));
+        for (direction, v, t, q, g, masks) in [
             (
                 Direction::ImageToText,
-                &lv.i2t,
-                &lt.i2t,
-                &v_rel.0,
-                &t_rel.0,
+                &v_judged[0],
+                &t_judged[0],
                 test.images,
                 test.texts,
                 test.image_labels,
             ),
             (
                 Direction::TextToImage,
-                &lv.t2i,
-                &lt.t2i,
-                &v_rel.1,
-                &t_rel.1,
+                &v_judged[1],
+                &t_judged[1],
                 test.texts,
                 test.images,
                 test.text_labels,
@@ -324,14 +398,8 @@ pub fn evaluate_retrieval(
                 direction,
                 scoring.distance,
                 probability,
-                &Judged {
-                    top: v_top,
-                    relevance: vr,
-                },
-                &Judged {
-                    top: t_top,
-                    relevance: tr,
-                },
+                v,
+                t,
                 q,
                 g,
                 masks.map(|m| (m, test.label_names)),
@@ -372,13 +440,15 @@ pub fn evaluate_retrieval(
 
     let mut risk_coverage = Vec::new();
     let mut selective = Vec::new();
-    for (direction, test_ranks, val_ranks, test_q, val_q) in [
+    for (direction, test_ranks, val_ranks, test_q, val_q, (tu_q, tu_g), (vu_q, vu_g)) in [
         (
             Direction::ImageToText,
             &tst.i2t,
             &val.i2t,
             test.images,
             validation.images,
+            (&lt.u_images, &lt.u_texts),
+            (&lv.u_images, &lv.u_texts),
         ),
         (
             Direction::TextToImage,
@@ -386,8 +456,12 @@ pub fn evaluate_retrieval(
             &val.t2i,
             test.texts,
             validation.texts,
+            (&lt.u_texts, &lt.u_images),
+            (&lv.u_texts, &lv.u_images),
         ),
     ] {
+        let logit_t = |q: usize, g: usize, d: f64| probability.logit_of(d, tu_q[q], tu_g[g]);
+        let logit_v = |q: usize, g: usize, d: f64| probability.logit_of(d, vu_q[q], vu_g[g]);
         let (test_var, val_var) = if scoring.probabilistic {
             (Some(variance(test_q)), Some(variance(val_q)))
         } else {
@@ -396,11 +470,12 @@ pub fn evaluate_retrieval(
         for &kind in &kinds {
             let conf_t = with_positive(
                 test_ranks,
-                &confidences(kind, test_ranks, logit, test_var.as_deref()).expect("variance given"),
+                &confidences(kind, test_ranks, logit_t, test_var.as_deref())
+                    .expect("variance given"),
             );
             let conf_v = with_positive(
                 val_ranks,
-                &confidences(kind, val_ranks, logit, val_var.as_deref()).expect("variance given"),
+                &confidences(kind, val_ranks, logit_v, val_var.as_deref()).expect("variance given"),
             );
             let ranked_t: Vec<&QueryRank> =
                 test_ranks.iter().filter(|r| r.rank.is_some()).collect();
@@ -488,6 +563,7 @@ pub fn evaluate_retrieval(
         score: score_name.to_string(),
         probability: probability_text,
         match_probability: probability,
+        distance_probability: distance_only,
         plausible,
         hubness,
         retrieval,
@@ -537,7 +613,12 @@ pub fn robustness_entry(
         blocks,
     )?;
     let direction = DirectionReport::from_ranks(&ranks)?;
-    let (p, correct) = top1_probabilities(&ranks, probability);
+    let (p, correct) = top1_probabilities(
+        &ranks,
+        probability,
+        &images.mean_log_variances(),
+        &texts.mean_log_variances(),
+    );
     let ece = crate::calibration::ece(
         &p,
         &correct,

@@ -215,24 +215,81 @@ pub fn r_precision_sums(
     Ok(sums)
 }
 
-/// `(distance, relevant)` of each of the first `k` results of every query: what the match
-/// probability is fitted to, so that it answers "is this hit a match?" for any hit a user
-/// sees, not only for top-1 hits.
-pub fn candidate_outcomes(
-    top: &TopK,
-    relevance: &Relevance,
-    k: usize,
-) -> Result<(Vec<f64>, Vec<bool>)> {
-    check_lists("candidate_outcomes", top, relevance, k)?;
-    let mut d = Vec::new();
-    let mut y = Vec::new();
-    for q in 0..relevance.queries() {
-        for (&g, &dist) in top.indices.row(q).iter().zip(top.distances.row(q)).take(k) {
-            d.push(dist as f64);
-            y.push(relevance.is_relevant(q, g));
+/// Each of the first `k` results of every query: its distance, what a match probability
+/// reads of the pair (the query's and the hit's mean log-variance) and whether it is
+/// relevant. This is what the match probability is fitted to, so that it answers "is this
+/// hit a match?" for any hit a user sees, not only for top-1 hits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidates {
+    /// Distance of each pair.
+    pub distance: Vec<f64>,
+    /// The query's mean log-variance.
+    pub u_query: Vec<f64>,
+    /// The hit's mean log-variance.
+    pub u_hit: Vec<f64>,
+    /// Whether the hit is relevant to the query.
+    pub relevant: Vec<bool>,
+}
+
+impl Candidates {
+    /// Append `other`'s pairs (both directions pooled).
+    pub fn extend(&mut self, other: Candidates) {
+        self.distance.extend(other.distance);
+        self.u_query.extend(other.u_query);
+        self.u_hit.extend(other.u_hit);
+        self.relevant.extend(other.relevant);
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.distance.len()
+    }
+
+    /// No pairs.
+    pub fn is_empty(&self) -> bool {
+        self.distance.is_empty()
+    }
+
+    /// The maximum-likelihood match probability of these pairs
+    /// ([`crate::posthoc::fit_match_probability_with_uncertainty`]).
+    pub fn fit(&self) -> Result<MatchProbability> {
+        crate::posthoc::fit_match_probability_with_uncertainty(
+            &self.distance,
+            &self.u_query,
+            &self.u_hit,
+            &self.relevant,
+        )
+    }
+
+    /// Each pair's probability under `p`.
+    pub fn probabilities(&self, p: MatchProbability) -> Vec<f64> {
+        (0..self.len())
+            .map(|i| p.probability_of(self.distance[i], self.u_query[i], self.u_hit[i]))
+            .collect()
+    }
+}
+
+/// The [`Candidates`] of the first `k` results of every query of `j`.
+pub fn candidate_outcomes(j: &Judged<'_>, k: usize) -> Result<Candidates> {
+    check_lists("candidate_outcomes", j.top, j.relevance, k)?;
+    j.check_uncertainties()?;
+    let mut c = Candidates::default();
+    for q in 0..j.relevance.queries() {
+        for (&g, &dist) in j
+            .top
+            .indices
+            .row(q)
+            .iter()
+            .zip(j.top.distances.row(q))
+            .take(k)
+        {
+            c.distance.push(dist as f64);
+            c.u_query.push(j.u_query[q]);
+            c.u_hit.push(j.u_gallery[g]);
+            c.relevant.push(j.relevance.is_relevant(q, g));
         }
     }
-    Ok((d, y))
+    Ok(c)
 }
 
 /// ECE of the top-1 probability within the queries positive for one finding.
@@ -354,15 +411,55 @@ impl PlausibleConfig {
     }
 }
 
-/// One direction's ranked lists and relevance.
+/// One direction's ranked lists and relevance, with each query's and gallery item's mean
+/// log-variance (what a [`MatchProbability`] may read; all 0 for deterministic embeddings).
 pub struct Judged<'a> {
     /// The first [`PlausibleConfig::list_len`] results of every query.
     pub top: &'a TopK,
     pub relevance: &'a Relevance,
+    /// Mean log-variance of each query.
+    pub u_query: &'a [f64],
+    /// Mean log-variance of each gallery item.
+    pub u_gallery: &'a [f64],
+}
+
+impl Judged<'_> {
+    fn check_uncertainties(&self) -> Result<()> {
+        crate::check::len(
+            "Judged: query uncertainties",
+            self.top.indices.nrows(),
+            self.u_query.len(),
+        )?;
+        if let Some(&g) = self
+            .top
+            .indices
+            .iter()
+            .find(|&&g| g >= self.u_gallery.len())
+        {
+            return Err(MetricsError::Length {
+                what: "Judged: gallery uncertainties",
+                detail: format!("hit {g} but {} gallery uncertainties", self.u_gallery.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// `p`'s probability of query `q`'s hit at `rank`.
+    pub fn probability(&self, p: MatchProbability, q: usize, rank: usize) -> f64 {
+        p.probability_of(
+            self.top.distances[[q, rank]] as f64,
+            self.u_query[q],
+            self.u_gallery[self.top.indices[[q, rank]]],
+        )
+    }
 }
 
 /// Top-1 probabilities and top-1 relevance of the queries that have a relevant item.
-fn top1(j: &Judged<'_>, probability: MatchProbability) -> (Vec<usize>, Vec<f64>, Vec<bool>) {
+fn top1(
+    j: &Judged<'_>,
+    probability: MatchProbability,
+) -> Result<(Vec<usize>, Vec<f64>, Vec<bool>)> {
+    j.check_uncertainties()?;
     let mut idx = Vec::new();
     let mut p = Vec::new();
     let mut y = Vec::new();
@@ -371,10 +468,10 @@ fn top1(j: &Judged<'_>, probability: MatchProbability) -> (Vec<usize>, Vec<f64>,
             continue;
         }
         idx.push(q);
-        p.push(probability.probability(j.top.distances[[q, 0]] as f64));
+        p.push(j.probability(probability, q, 0));
         y.push(j.relevance.is_relevant(q, j.top.indices[[q, 0]]));
     }
-    (idx, p, y)
+    Ok((idx, p, y))
 }
 
 fn losses(j: &Judged<'_>, queries: &[usize], k: usize) -> Vec<f64> {
@@ -400,14 +497,14 @@ pub fn evaluate_direction(
     config: &PlausibleConfig,
     blocks: &TopKOptions,
 ) -> Result<PlausibleDirection> {
-    let (q_t, p_t, y_t) = top1(test, probability);
+    let (q_t, p_t, y_t) = top1(test, probability)?;
     if q_t.is_empty() {
         return Err(MetricsError::Empty {
             what: "plausible evaluation (test)",
             detail: "no query has a relevant item in the gallery",
         });
     }
-    let (q_v, p_v, _) = top1(validation, probability);
+    let (q_v, p_v, _) = top1(validation, probability)?;
     if q_v.is_empty() {
         return Err(MetricsError::Empty {
             what: "plausible evaluation (validation)",
@@ -421,9 +518,13 @@ pub fn evaluate_direction(
     }
     let r_precision = r_precision(distance, test_queries, test_gallery, test.relevance, blocks)?;
     let calibration = CalibrationReport::new(&p_t, &y_t)?;
-    let (d_c, y_c) = candidate_outcomes(test.top, test.relevance, config.calibration_k)?;
-    let p_c: Vec<f64> = d_c.iter().map(|&d| probability.probability(d)).collect();
-    let candidate_ece = ece(&p_c, &y_c, DEFAULT_BINS, Binning::EqualWidth)?;
+    let c = candidate_outcomes(test, config.calibration_k)?;
+    let candidate_ece = ece(
+        &c.probabilities(probability),
+        &c.relevant,
+        DEFAULT_BINS,
+        Binning::EqualWidth,
+    )?;
 
     let mut per_finding = Vec::new();
     if let Some((masks, names)) = finding_masks {
@@ -539,10 +640,47 @@ mod tests {
         // R = 2: the first two hold one relevant item → 1/2; AP@R = (1/2)/2.
         let rp = r_precision(Distance::Csd, &q, &g, &r, &TopKOptions::default()).unwrap();
         assert_eq!((rp.r_precision, rp.map_at_r, rp.queries), (0.5, 0.25, 1));
-        let (d, y) = candidate_outcomes(&top, &r, 3).unwrap();
-        assert_eq!(y, vec![false, true, false]);
-        assert_eq!(d.len(), 3);
-        assert!(d[0] < d[1] && d[1] < d[2]);
+        // Each hit carries its own mean log-variance (here the gallery's are 0, 1, 2, 3).
+        let g =
+            GaussianEmbeddings::from_vecs(4, 1, vec![1.0, 2.0, 3.0, 4.0], vec![0.0, 1.0, 2.0, 3.0])
+                .unwrap();
+        let top = ranked_lists(Distance::Csd, &q, &g, 4, &TopKOptions::default()).unwrap();
+        let (uq, ug) = (vec![-0.5], g.mean_log_variances());
+        let j = Judged {
+            top: &top,
+            relevance: &r,
+            u_query: &uq,
+            u_gallery: &ug,
+        };
+        let c = candidate_outcomes(&j, 3).unwrap();
+        let order: Vec<usize> = top.indices.row(0).iter().take(3).copied().collect();
+        assert_eq!(
+            c.relevant,
+            order.iter().map(|&i| i == 1 || i == 3).collect::<Vec<_>>()
+        );
+        assert_eq!(c.u_hit, order.iter().map(|&i| i as f64).collect::<Vec<_>>());
+        assert_eq!(c.u_query, vec![-0.5; 3]);
+        assert!(c.distance[0] <= c.distance[1] && c.distance[1] <= c.distance[2]);
+        let p = MatchProbability::new(1.0, 0.0)
+            .unwrap()
+            .with_uncertainty(2.0, 0.5)
+            .unwrap();
+        assert_eq!(
+            c.probabilities(p)[1],
+            p.probability_of(c.distance[1], -0.5, order[1] as f64)
+        );
+        assert_eq!(j.probability(p, 0, 1), c.probabilities(p)[1]);
+        // Too few gallery uncertainties for the hits: an error, not a panic.
+        let short = Judged {
+            top: &top,
+            relevance: &r,
+            u_query: &uq,
+            u_gallery: &ug[..2],
+        };
+        assert!(candidate_outcomes(&short, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("gallery uncertainties"));
     }
 
     #[test]
@@ -617,9 +755,12 @@ mod tests {
         let opts = TopKOptions::default();
         let top = ranked_lists(Distance::Csd, &q, &g, 4, &opts).unwrap();
         let r = Relevance::custom(4, vec![vec![1], vec![2]]).unwrap();
+        let (uq, ug) = (q.mean_log_variances(), g.mean_log_variances());
         let j = Judged {
             top: &top,
             relevance: &r,
+            u_query: &uq,
+            u_gallery: &ug,
         };
         let p = MatchProbability::new(1.0, 0.0).unwrap();
         let config = PlausibleConfig {
@@ -691,9 +832,12 @@ mod tests {
                 .collect(),
         )
         .unwrap();
+        let (uq, ug) = (q.mean_log_variances(), g.mean_log_variances());
         let j = Judged {
             top: &top,
             relevance: &r,
+            u_query: &uq,
+            u_gallery: &ug,
         };
         let config = PlausibleConfig {
             calibration_k: 1,
@@ -743,9 +887,12 @@ mod tests {
         let (q, g) = line();
         let top = ranked_lists(Distance::Csd, &q, &g, 4, &TopKOptions::default()).unwrap();
         let r = Relevance::custom(4, vec![vec![]]).unwrap();
+        let (uq, ug) = (q.mean_log_variances(), g.mean_log_variances());
         let j = Judged {
             top: &top,
             relevance: &r,
+            u_query: &uq,
+            u_gallery: &ug,
         };
         let e = evaluate_direction(
             Direction::TextToImage,

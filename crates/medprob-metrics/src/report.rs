@@ -109,8 +109,14 @@ pub struct MethodReport {
     pub score: String,
     /// Where the match probability comes from (e.g. "post-hoc Platt on validation").
     pub probability: String,
-    /// The match probability every figure, answer and index uses: `σ(−a·d + b)`.
+    /// The match probability every figure, answer and index uses:
+    /// `σ(−a·d + q·u_query + h·u_hit + b)` (`q = h = 0` for deterministic models).
     pub match_probability: medprob_core::MatchProbability,
+    /// When `match_probability` reads the uncertainties: the same fit on distance alone,
+    /// what zero-shot classification scores prompts with (a prompt's variance says how many
+    /// images it fits, not whether this image shows the finding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_probability: Option<medprob_core::MatchProbability>,
     pub retrieval: RetrievalReport,
     pub label_retrieval: Vec<LabelRetrieval>,
     /// Zero-shot classification with the prompts of [`ZeroShotReport::prompts`]: sentences

@@ -295,7 +295,11 @@ pub fn evaluate(
     if options.zero_shot && tl.is_some() {
         progress("zero-shot classification");
         let generic: Vec<PromptSet> = FINDINGS.iter().map(|f| PromptSet::generic(f)).collect();
-        let probability = report.match_probability;
+        // Prompts are scored by distance alone: a prompt's variance says how many images
+        // it fits, not whether this image shows the finding.
+        let probability = report
+            .distance_probability
+            .unwrap_or(report.match_probability);
         let scored = |sets: &[PromptSet]| {
             zero_shot_report(
                 model,

@@ -355,12 +355,17 @@ impl Retriever {
                     relevance: &Relevance|
          -> Result<(Selector, Guarantee)> {
             let top = ranked_lists(config.distance(), queries, gallery, k, &blocks)?;
+            let (u_q, u_g) = (queries.mean_log_variances(), gallery.mean_log_variances());
             let (mut conf, mut wrong) = (Vec::new(), Vec::new());
             for q in 0..queries.len() {
                 if relevance.count(q) == 0 {
                     continue;
                 }
-                conf.push(calibration.probability(top.distances[[q, 0]] as f64));
+                conf.push(calibration.probability_of(
+                    top.distances[[q, 0]] as f64,
+                    u_q[q],
+                    u_g[top.indices[[q, 0]]],
+                ));
                 wrong.push(
                     !top.indices
                         .row(q)
@@ -456,6 +461,7 @@ impl Retriever {
             self.k.min(gallery.len()),
             &TopKOptions::default(),
         )?;
+        let (u_query, u_gallery) = (q.mean_log_variances()[0], gallery.mean_log_variances());
         let hits: Vec<Hit> = top
             .indices
             .row(0)
@@ -466,7 +472,8 @@ impl Retriever {
                 Hit::new(
                     item.study_id.clone(),
                     d as f64,
-                    self.calibration.probability(d as f64),
+                    self.calibration
+                        .probability_of(d as f64, u_query, u_gallery[j]),
                     Some(item),
                     query,
                     truth,

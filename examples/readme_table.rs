@@ -130,6 +130,7 @@ fn both_seeds(a: &EvaluationReport, b: &EvaluationReport) -> String {
         ("i2t_r10", "i2t R@10"),
         ("t2i_r10", "t2i R@10"),
         ("rsum", "rsum"),
+        ("plausible_eaurc_i2t_k1", "E-AURC i2t ↓"),
         ("zero_shot_mean_auroc", "zero-shot AUROC"),
         ("hub_max_share_i2t", "hub share i2t"),
     ];
@@ -147,10 +148,10 @@ fn both_seeds(a: &EvaluationReport, b: &EvaluationReport) -> String {
     let get = |m: &serde_json::Map<String, serde_json::Value>, k: &str| {
         m.get(k).and_then(serde_json::Value::as_f64)
     };
-    // Lower is better only for the hub share.
+    // Lower is better only for the hub share and the excess risk.
     let best = |rows: &[serde_json::Map<String, serde_json::Value>], k: &str| {
         let vals = rows.iter().filter_map(|m| get(m, k));
-        if k.starts_with("hub") {
+        if k.starts_with("hub") || k.contains("eaurc") {
             vals.fold(f64::INFINITY, f64::min)
         } else {
             vals.fold(f64::NEG_INFINITY, f64::max)

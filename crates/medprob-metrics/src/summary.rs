@@ -19,6 +19,7 @@
 //! | `plausible_state_i2t_p1`, … | the same with state agreement (same findings, same sides) |
 //! | `plausible_ece_i2t` | ECE (15 equal-width bins) of the top-1 match probability against "top-1 is plausible" |
 //! | `plausible_aurc_i2t_k1`, `plausible_augrc_i2t_k1` | risk–coverage with confidence = top-1 probability, loss = top-1 not plausible |
+//! | `plausible_eaurc_i2t_k1` | the same AURC minus that of the best possible order (the excess risk of the confidence) |
 //! | `sgr_coverage_i2t_k5` | test coverage of selection with guaranteed risk fitted on validation (loss: no plausible hit in the top 5) |
 //! | `zero_shot_mean_auroc` | mean AUROC over the findings with at least 10 positive test studies, with the prompts of `zero_shot.prompts` in `metrics.json` (mined from the training reports by default) |
 //! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
@@ -121,6 +122,7 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
     let k1 = p.and_then(|p| p.risk_coverage.iter().find(|r| r.k == 1));
     out.insert("plausible_aurc_i2t_k1".into(), num(k1.map(|r| r.aurc)));
     out.insert("plausible_augrc_i2t_k1".into(), num(k1.map(|r| r.augrc)));
+    out.insert("plausible_eaurc_i2t_k1".into(), num(k1.map(|r| r.eaurc)));
     let sgr = p.and_then(|p| {
         p.selective.iter().find(|s| {
             s.k == 5 && matches!(s.guarantee, Guarantee::SelectiveRiskWithProbability { .. })

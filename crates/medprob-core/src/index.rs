@@ -54,7 +54,12 @@ pub const IDS_FILE: &str = "ids.txt";
 /// The human-readable description of an index folder.
 pub const INFO_FILE: &str = "index.json";
 /// The `format` entry of the safetensors metadata.
-pub const FORMAT: &str = "medprob-gaussian-index/4";
+pub const FORMAT: &str = "medprob-gaussian-index/5";
+/// The metadata `format` of the fourth layout: the fifth's, whose match probability reads
+/// no uncertainty (read as it is: zero weights are what it was fitted with). The fifth
+/// exists so that an older medprob, which would ignore the uncertainty weights, refuses a
+/// newer index instead of answering with the wrong probabilities.
+const FORMAT_V4: &str = "medprob-gaussian-index/4";
 /// The metadata `format` of the third layout: the fourth's, without gallery offsets (read
 /// as an index whose `gallery_offset` is off).
 const FORMAT_V3: &str = "medprob-gaussian-index/3";
@@ -500,7 +505,7 @@ impl GaussianIndex {
         let extra = meta.metadata().as_ref();
         let format = extra.and_then(|m| m.get("format"));
         match format.map(String::as_str) {
-            Some(FORMAT) | Some(FORMAT_V3) => {}
+            Some(FORMAT) | Some(FORMAT_V4) | Some(FORMAT_V3) => {}
             Some(FORMAT_V2) => {
                 return Err(index_error(
                     &path,

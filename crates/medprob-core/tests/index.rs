@@ -245,16 +245,25 @@ fn bad_input_fails_and_leaves_nothing_half_written() {
     drop(index);
 
     // Indexes of the older layouts are refused with the way out; the third layout is the
-    // fourth's without gallery offsets and is read as it is.
-    let tag = b"medprob-gaussian-index/4";
+    // fourth's without gallery offsets, the fourth the fifth's with a distance-only match
+    // probability, and both are read as they are.
+    let tag = b"medprob-gaussian-index/5";
     let at = bytes.windows(tag.len()).position(|w| w == tag).unwrap();
-    let mut v3 = bytes.clone();
-    v3[at + tag.len() - 1] = b'3';
-    std::fs::write(&file, &v3).unwrap();
-    let index = GaussianIndex::open(&dir).unwrap();
-    assert!(!index.info().gallery_offset);
-    index.verify().unwrap();
-    drop(index);
+    std::fs::write(&file, &bytes).unwrap();
+    let current = GaussianIndex::open(&dir).unwrap().info().clone();
+    for version in [b'4', b'3'] {
+        let mut older = bytes.clone();
+        older[at + tag.len() - 1] = version;
+        std::fs::write(&file, &older).unwrap();
+        let index = GaussianIndex::open(&dir).unwrap();
+        if version == b'3' {
+            assert!(!index.info().gallery_offset);
+        } else {
+            assert_eq!(index.info(), &current);
+        }
+        index.verify().unwrap();
+        drop(index);
+    }
     for (version, expect) in [(b'1', "older layout"), (b'2', "own study")] {
         let mut old = bytes.clone();
         old[at + tag.len() - 1] = version;

@@ -148,33 +148,66 @@ pub fn hubness(
     })
 }
 
-/// A retrieval-time hub correction: CSLS (Conneau et al. 2018, "Word translation without
-/// parallel data") on the method's own distance.
+/// A retrieval-time hub correction: one offset per gallery item, added to every distance
+/// in which it is the gallery ([`GaussianEmbeddings::with_gallery_offset`]), computed from a
+/// reference *bank* of queries (the validation split's queries of the other modality, so
+/// nothing about the test queries is used), on the method's own distance between the
+/// Gaussians (MLS, CSD, …).
 ///
-/// CSLS scores a pair by `2·sim(q, g) − r(q) − r(g)`, where `r(g)` is the mean similarity
-/// of `g` to its `k` nearest queries of a reference bank. In distances (`sim = −d`), and
-/// leaving out `r(q)`, which is the same for every item a query ranks, the corrected
-/// distance is `d(q, g) − ½·m(g)`, `m(g)` the mean distance from `g` to its `k` nearest
-/// bank queries: an item near many queries (a hub) keeps its distances, an item far from
-/// every query is brought nearer. The correction uses the method's own distance between
-/// the Gaussians (MLS, CSD, …), one constant per gallery item, and the bank is the
-/// validation split's queries of the other modality, so nothing about the test queries is
-/// used.
+/// * [`HubCorrection::Csls`] (the default; Conneau et al. 2018, "Word translation without parallel
+///   data"): CSLS scores a pair by `2·sim(q, g) − r(q) − r(g)`, `r(g)` the mean similarity
+///   of `g` to its `k` nearest bank queries. In distances (`sim = −d`), and leaving out
+///   `r(q)`, which is the same for every item a query ranks, the corrected distance is
+///   `d(q, g) − ½·m(g)`, `m(g)` the mean distance from `g` to its `k` nearest bank queries.
+/// * [`HubCorrection::Balanced`]: the offsets `o(g)` under which every gallery
+///   item receives the same share of the bank's soft first choices,
+///   `Σ_q softmax_g(−(d(q, g) + o(g)) / τ) = |bank| / |gallery|` for every `g` — the dual
+///   potentials of an entropic optimal-transport problem between the bank and the gallery
+///   (Sinkhorn's iteration), the transductive cure for hubs that Dinu et al. 2015 and
+///   Smith et al. 2017 approximate with inverted softmax. Each bank query spreads its mass
+///   over its [`BALANCED_CANDIDATES`] nearest items; `τ = temperature × the standard
+///   deviation of those candidate distances`; the offsets are centred to mean 0, so
+///   distances keep their level. A hub gets a positive offset, an item nobody chooses a
+///   negative one. It assumes every gallery item is equally in demand; measured on the
+///   quickstart it tames every hub but costs instance recall (docs/TRAINING.md), so it is
+///   not the default.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct HubCorrection {
-    /// Bank neighbours averaged per gallery item.
-    pub k: usize,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HubCorrection {
+    /// CSLS with `k` bank neighbours averaged per gallery item.
+    Csls { k: usize },
+    /// Balanced first choices at a temperature relative to the bank's candidate distances.
+    Balanced { temperature: f64 },
 }
 
+/// The nearest gallery items over which each bank query spreads its mass
+/// ([`HubCorrection::Balanced`]).
+pub const BALANCED_CANDIDATES: usize = 256;
+/// The most Sinkhorn iterations [`HubCorrection::Balanced`] takes.
+const BALANCED_ITERATIONS: usize = 1000;
+
 impl Default for HubCorrection {
-    /// `k = 10`, CSLS's usual neighbourhood.
+    /// CSLS with `k = 10` ([`HubCorrection::CSLS`]).
     fn default() -> Self {
-        Self { k: 10 }
+        Self::CSLS
     }
 }
 
 impl HubCorrection {
-    /// The gallery offsets `−½·m(g)` of `gallery` against `bank` (see
+    /// CSLS's usual neighbourhood, `k = 10`.
+    pub const CSLS: Self = Self::Csls { k: 10 };
+
+    /// What the correction is, in words ("balanced first choices, τ = 0.01 × sd").
+    pub fn describe(&self) -> String {
+        match *self {
+            Self::Csls { k } => format!("CSLS, k = {k}"),
+            Self::Balanced { temperature } => {
+                format!("balanced first choices, τ = {temperature} × sd of the bank's candidate distances")
+            }
+        }
+    }
+
+    /// The gallery offsets of `gallery` against `bank` (see
     /// [`GaussianEmbeddings::with_gallery_offset`]); any offset `gallery` or `bank` already
     /// carries is ignored.
     pub fn offsets(
@@ -189,40 +222,17 @@ impl HubCorrection {
                 detail: "an empty bank or gallery",
             });
         }
-        if self.k == 0 {
-            return Err(MetricsError::InvalidParameter {
-                name: "k",
-                value: 0.0,
-                reason: "the hub correction needs k ≥ 1",
-            });
-        }
-        // The nearest bank items of each gallery item (distances are symmetric). The bank is
-        // the gallery side of this search, so an offset it carries would be added: strip it.
-        // The gallery is the query side here, where offsets are not used.
-        let plain;
-        let bank = match bank.gallery_offset() {
-            Some(_) => {
-                plain = bank.clone().without_gallery_offset();
-                &plain
+        fn strip(e: &GaussianEmbeddings) -> std::borrow::Cow<'_, GaussianEmbeddings> {
+            match e.gallery_offset() {
+                Some(_) => std::borrow::Cow::Owned(e.clone().without_gallery_offset()),
+                None => std::borrow::Cow::Borrowed(e),
             }
-            None => bank,
-        };
-        let top = kernels::top_k(
-            distance,
-            gallery,
-            bank,
-            self.k.min(bank.len()),
-            &medprob_core::TopKOptions::default(),
-        )?;
-        Ok(top
-            .distances
-            .rows()
-            .into_iter()
-            .map(|r| {
-                let m = r.iter().map(|&d| d as f64).sum::<f64>() / r.len() as f64;
-                (-0.5 * m) as f32
-            })
-            .collect())
+        }
+        let (bank, gallery) = (strip(bank), strip(gallery));
+        match *self {
+            Self::Csls { k } => csls(distance, &bank, &gallery, k),
+            Self::Balanced { temperature } => balanced(distance, &bank, &gallery, temperature),
+        }
     }
 
     /// `gallery` with its offsets against `bank` attached.
@@ -237,8 +247,177 @@ impl HubCorrection {
     }
 }
 
+/// CSLS offsets `−½·m(g)` (see [`HubCorrection::Csls`]).
+fn csls(
+    distance: Distance,
+    bank: &GaussianEmbeddings,
+    gallery: &GaussianEmbeddings,
+    k: usize,
+) -> Result<Vec<f32>> {
+    if k == 0 {
+        return Err(MetricsError::InvalidParameter {
+            name: "k",
+            value: 0.0,
+            reason: "the hub correction needs k ≥ 1",
+        });
+    }
+    // The nearest bank items of each gallery item (distances are symmetric).
+    let top = kernels::top_k(
+        distance,
+        gallery,
+        bank,
+        k.min(bank.len()),
+        &medprob_core::TopKOptions::default(),
+    )?;
+    Ok(top
+        .distances
+        .rows()
+        .into_iter()
+        .map(|r| {
+            let m = r.iter().map(|&d| d as f64).sum::<f64>() / r.len() as f64;
+            (-0.5 * m) as f32
+        })
+        .collect())
+}
+
+/// Balanced offsets (see [`HubCorrection::Balanced`]): Sinkhorn's iteration on each bank
+/// query's nearest candidates, in `f64`.
+fn balanced(
+    distance: Distance,
+    bank: &GaussianEmbeddings,
+    gallery: &GaussianEmbeddings,
+    temperature: f64,
+) -> Result<Vec<f32>> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(MetricsError::InvalidParameter {
+            name: "temperature",
+            value: temperature,
+            reason: "the balanced hub correction needs a finite temperature > 0",
+        });
+    }
+    let (nb, ng) = (bank.len(), gallery.len());
+    let m = BALANCED_CANDIDATES.min(ng);
+    let top = kernels::top_k(
+        distance,
+        bank,
+        gallery,
+        m,
+        &medprob_core::TopKOptions::default(),
+    )?;
+    let d: Vec<f64> = top.distances.iter().map(|&x| x as f64).collect();
+    let idx: Vec<usize> = top.indices.iter().copied().collect();
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / d.len() as f64).sqrt();
+    if sd == 0.0 {
+        // Every candidate at one distance: nothing to balance.
+        return Ok(vec![0.0; ng]);
+    }
+    let tau = temperature * sd;
+    let target = nb as f64 / ng as f64;
+    let mut g = vec![0.0f64; ng];
+    let mut col = vec![0.0f64; ng];
+    let mut w = vec![0.0f64; m];
+    for _ in 0..BALANCED_ITERATIONS {
+        col.iter_mut().for_each(|c| *c = 0.0);
+        for (dr, ir) in d.chunks_exact(m).zip(idx.chunks_exact(m)) {
+            let mut best = f64::NEG_INFINITY;
+            for ((wj, &dj), &j) in w.iter_mut().zip(dr).zip(ir) {
+                *wj = -(dj + g[j]) / tau;
+                best = best.max(*wj);
+            }
+            let mut total = 0.0;
+            for wj in w.iter_mut() {
+                *wj = (*wj - best).exp();
+                total += *wj;
+            }
+            for (wj, &j) in w.iter().zip(ir) {
+                col[j] += wj / total;
+            }
+        }
+        let mut worst: f64 = 0.0;
+        for (gj, &cj) in g.iter_mut().zip(&col) {
+            // An item in no bank query's candidates cannot be balanced; it keeps its offset.
+            if cj > 0.0 {
+                let step = (cj / target).ln();
+                *gj += tau * step;
+                worst = worst.max(step.abs());
+            }
+        }
+        if worst < 1e-4 {
+            break;
+        }
+    }
+    let centre = g.iter().sum::<f64>() / ng as f64;
+    Ok(g.into_iter().map(|x| (x - centre) as f32).collect())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn balanced_offsets_give_every_item_its_share() {
+        let e = |xs: &[f32]| {
+            GaussianEmbeddings::from_vecs(xs.len(), 1, xs.to_vec(), vec![0.0; xs.len()]).unwrap()
+        };
+        // The hub of the CSLS test: the middle item is everyone's nearest.
+        let queries = e(&[-3.2, -3.0, -0.2, 0.2, 3.0, 3.2]);
+        let gallery = e(&[-7.0, 0.0, 7.0]);
+        let h = HubCorrection::Balanced { temperature: 0.05 };
+        let o = h.offsets(Distance::Csd, &queries, &gallery).unwrap();
+        // Centred, the hub pushed away, the outer items (symmetric) pulled in alike.
+        assert!(
+            (o.iter().map(|&x| x as f64).sum::<f64>()).abs() < 1e-4,
+            "{o:?}"
+        );
+        assert!(
+            o[1] > 0.0 && o[0] < 0.0 && (o[0] - o[2]).abs() < 1e-3,
+            "{o:?}"
+        );
+        // At convergence each item holds |bank| / |gallery| = 2 of the soft first choices.
+        let d = kernels::pairwise(Distance::Csd, &queries, &gallery).unwrap();
+        let all: Vec<f64> = d.iter().map(|&x| x as f64).collect();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let tau =
+            0.05 * (all.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
+        let mut col = [0.0f64; 3];
+        for q in 0..6 {
+            let z: Vec<f64> = (0..3)
+                .map(|g| (-(d[[q, g]] as f64 + o[g] as f64) / tau).exp())
+                .collect();
+            let t: f64 = z.iter().sum();
+            for g in 0..3 {
+                col[g] += z[g] / t;
+            }
+        }
+        for c in col {
+            assert!((c - 2.0).abs() < 1e-2, "{col:?}");
+        }
+        // And hard first choices follow: two queries each.
+        let fixed = h.apply(Distance::Csd, &queries, &gallery).unwrap();
+        let counts = occurrences(Distance::Csd, &queries, &fixed, 1).unwrap().1;
+        assert_eq!(counts, vec![2.0, 2.0, 2.0]);
+        // Offsets the inputs carry are ignored.
+        let carried = gallery
+            .clone()
+            .with_gallery_offset(vec![5.0, -5.0, 1.0])
+            .unwrap();
+        assert_eq!(h.offsets(Distance::Csd, &queries, &carried).unwrap(), o);
+        for bad in [0.0, -1.0, f64::NAN] {
+            let e = HubCorrection::Balanced { temperature: bad }
+                .offsets(Distance::Csd, &queries, &gallery)
+                .unwrap_err();
+            assert!(e.to_string().contains("temperature"), "{e}");
+        }
+        assert_eq!(HubCorrection::default(), HubCorrection::Csls { k: 10 });
+        assert_eq!(
+            serde_json::to_string(&h).unwrap(),
+            r#"{"kind":"balanced","temperature":0.05}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&HubCorrection::CSLS).unwrap(),
+            r#"{"kind":"csls","k":10}"#
+        );
+    }
 
     #[test]
     fn csls_offsets_are_half_the_mean_bank_distance_and_tame_a_hub() {
@@ -248,14 +427,14 @@ mod tests {
         };
         let bank = e(&[0.0, 1.0, 2.0, 10.0]);
         let gallery = e(&[0.0, 10.0]);
-        let c = HubCorrection { k: 2 }
+        let c = HubCorrection::Csls { k: 2 }
             .offsets(Distance::Csd, &bank, &gallery)
             .unwrap();
         // Item 0: nearest bank items 0 and 1 → (2 + 3) / 2 = 2.5; item 1: 10 and 2 →
         // (2 + 66) / 2 = 34.
         assert_eq!(c, vec![-1.25, -17.0]);
         // The offsets reach every kernel where the batch is the gallery, not the query side.
-        let corrected = HubCorrection { k: 2 }
+        let corrected = HubCorrection::Csls { k: 2 }
             .apply(Distance::Csd, &bank, &gallery)
             .unwrap();
         let q = e(&[4.0]);
@@ -289,7 +468,7 @@ mod tests {
             occurrences(Distance::Csd, &queries, g, 1).unwrap().1[1] / queries.len() as f64
         };
         assert_eq!(share(&gallery), 1.0);
-        let fixed = HubCorrection { k: 2 }
+        let fixed = HubCorrection::Csls { k: 2 }
             .apply(Distance::Csd, &queries, &gallery)
             .unwrap();
         assert!(
@@ -297,7 +476,7 @@ mod tests {
             "{}",
             share(&fixed)
         );
-        assert!(HubCorrection { k: 0 }
+        assert!(HubCorrection::Csls { k: 0 }
             .offsets(Distance::Csd, &queries, &gallery)
             .is_err());
         assert!(gallery.clone().with_gallery_offset(vec![0.0]).is_err());

@@ -511,14 +511,22 @@ impl EvaluationReport {
         let Some(h) = with_raw.first().and_then(|(m, _)| m.hub_correction) else {
             return String::new();
         };
+        let how = match h {
+            crate::hubness::HubCorrection::Csls { k } => format!(
+                "a CSLS hub correction (each gallery item's distances lowered by half its mean \
+                 distance to its {k} nearest validation queries of the other modality)"
+            ),
+            crate::hubness::HubCorrection::Balanced { temperature } => format!(
+                "a balanced hub correction (each gallery item's distances shifted so that the \
+                 validation queries of the other modality choose every item equally often, \
+                 softly at τ = {temperature} × the spread of their candidate distances)"
+            ),
+        };
         let mut s = format!(
-            "\n## Hub correction: with / without\n\nEvery figure of this report is ranked with a \
-             CSLS hub correction (each gallery item's distances lowered by half its mean distance \
-             to its {} nearest validation queries of the other modality), the same for every \
-             method. Each cell is *with / without* it (without: `raw` in metrics.json, `_raw` keys in summary.json):\n\n\
+            "\n## Hub correction: with / without\n\nEvery figure of this report is ranked with \
+             {how}, the same for every method. Each cell is *with / without* it (without: `raw` in metrics.json, `_raw` keys in summary.json):\n\n\
              | method | i2t P@1 | t2i P@1 | i2t R@10 (%) | t2i R@10 (%) | top-1 hub share i2t |\n\
-             |---|---:|---:|---:|---:|---:|\n",
-            h.k
+             |---|---:|---:|---:|---:|---:|\n"
         );
         let p1 = |m: &MethodReport, d: Direction| {
             m.plausible(crate::relevance::RelevanceKind::Labels, d)

@@ -25,7 +25,7 @@
 //! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
 //! | `zero_shot_generic_mean_auroc`, … | the same three with the generic prompts ("no cardiomegaly"), where the zero-shot above used prompts mined from the training reports |
 //! | `hub_max_share_i2t`, `hub_skew_i2t` | the largest share of image queries with one and the same top-1 report; skewness of `N₁₀` over the reports |
-//! | `hub_correction` | the retrieval-time hub correction the figures were ranked with (`{"kind": "csls", "k": 10}`), or `null` |
+//! | `hub_correction` | the retrieval-time hub correction the figures were ranked with (`{"kind": "csls", "k": 10}` by default, or `{"kind": "balanced", "temperature": …}`), or `null` |
 //! | `<key>_raw` | with a hub correction: the same figure ranked without it (every key but the oracles') |
 //!
 //! Variants and oracles go under `reference`: `oracle_labels` and `oracle_state`, each with
@@ -169,8 +169,9 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
     out.insert("hub_skew_i2t".into(), num(hub.map(|h| h.skewness)));
     out.insert(
         "hub_correction".into(),
-        m.hub_correction
-            .map_or(Value::Null, |h| json!({"kind": "csls", "k": h.k})),
+        m.hub_correction.map_or(Value::Null, |h| {
+            serde_json::to_value(h).unwrap_or(Value::Null)
+        }),
     );
     // With a hub correction the unsuffixed keys are the corrected retrieval and
     // `<key>_raw` the uncorrected one (the oracles are the same for both).

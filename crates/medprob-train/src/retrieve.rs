@@ -338,7 +338,7 @@ impl Retriever {
         let (calibration, what) =
             fit_plausible_probability(config.distance(), &split, CALIBRATION_K, &blocks)?;
         let corrected = options.hub_correction.map_or(String::new(), |h| {
-            format!(", distances hub-corrected (CSLS, k = {})", h.k)
+            format!(", distances hub-corrected ({})", h.describe())
         });
         let calibration_text = format!(
             "{what}; calibrated on {}{corrected}",

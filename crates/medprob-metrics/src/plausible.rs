@@ -350,6 +350,21 @@ pub struct PlausibleDirection {
     pub risk_coverage: Vec<PlausibleAurc>,
     /// Thresholds on the top-1 probability, fitted on validation, measured on test.
     pub selective: Vec<SelectiveEntry>,
+    /// Risk–coverage at K = 1 for each confidence the method has (the uncertainty only
+    /// where the query embeddings' variance varies).
+    #[serde(default)]
+    pub by_confidence: Vec<ConfidenceAurc>,
+}
+
+/// Risk–coverage of one confidence at one K (loss: no relevant item in the first K).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfidenceAurc {
+    pub confidence: ConfidenceKind,
+    pub k: usize,
+    #[serde(with = "crate::nan_null")]
+    pub aurc: f64,
+    #[serde(with = "crate::nan_null")]
+    pub eaurc: f64,
 }
 
 /// The figures of one relevance, both directions.
@@ -362,6 +377,14 @@ pub struct PlausibleReport {
 }
 
 impl PlausibleDirection {
+    /// The E-AURC of `confidence` at K = `k`, when measured.
+    pub fn eaurc(&self, confidence: ConfidenceKind, k: usize) -> Option<f64> {
+        self.by_confidence
+            .iter()
+            .find(|c| c.confidence == confidence && c.k == k)
+            .map(|c| c.eaurc)
+    }
+
     /// Recall@`k` (P@1 for `k = 1`), when measured.
     pub fn recall_at(&self, k: usize) -> Option<f64> {
         self.recall.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v)
@@ -568,6 +591,46 @@ pub fn evaluate_direction(
         });
     }
 
+    // Each confidence at K = 1: the top-1 probability, the logit margin between the first
+    // two hits, and the query's −Σσ² where its variance says anything.
+    let loss_1 = losses(test, &q_t, 1);
+    let logit = |q: usize, rank: usize| {
+        probability.logit_of(
+            test.top.distances[[q, rank]] as f64,
+            test.u_query[q],
+            test.u_gallery[test.top.indices[[q, rank]]],
+        )
+    };
+    let mut kinds: Vec<(ConfidenceKind, Vec<f64>)> =
+        vec![(ConfidenceKind::Top1Probability, p_t.clone())];
+    if test.top.indices.ncols() >= 2 {
+        kinds.push((
+            ConfidenceKind::Margin,
+            q_t.iter().map(|&q| logit(q, 0) - logit(q, 1)).collect(),
+        ));
+    }
+    let total_variance: Vec<f64> = test_queries
+        .uncertainty()
+        .iter()
+        .map(|u| u.total_variance)
+        .collect();
+    if total_variance.iter().any(|&v| v != total_variance[0]) {
+        kinds.push((
+            ConfidenceKind::Uncertainty,
+            q_t.iter().map(|&q| -total_variance[q]).collect(),
+        ));
+    }
+    let mut by_confidence = Vec::new();
+    for (confidence, conf) in kinds {
+        let rc = RiskCoverage::new(&conf, &loss_1)?;
+        by_confidence.push(ConfidenceAurc {
+            confidence,
+            k: 1,
+            aurc: rc.aurc(),
+            eaurc: rc.eaurc(),
+        });
+    }
+
     let mut selective = Vec::new();
     for &k in &config.selective_ks {
         let loss_v = losses(validation, &q_v, k);
@@ -613,6 +676,7 @@ pub fn evaluate_direction(
         per_finding,
         risk_coverage,
         selective,
+        by_confidence,
     })
 }
 
@@ -789,6 +853,46 @@ mod tests {
         let k1 = &out.risk_coverage[0];
         assert_eq!(k1.k, 1);
         assert!((k1.aurc - 0.5).abs() < 1e-12 && (k1.eaurc - 0.25).abs() < 1e-12);
+        // By confidence: the margin (3 for both) ties too; equal variances give no
+        // uncertainty row.
+        let kinds: Vec<(ConfidenceKind, f64)> = out
+            .by_confidence
+            .iter()
+            .map(|c| (c.confidence, c.eaurc))
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert_eq!(kinds[0].0, ConfidenceKind::Top1Probability);
+        assert_eq!(kinds[1].0, ConfidenceKind::Margin);
+        assert!((kinds[1].1 - 0.25).abs() < 1e-12);
+        assert_eq!(out.eaurc(ConfidenceKind::Uncertainty, 1), None);
+        // Query 0 (the wrong one) made broad: σ² = e. CSD to its hits 1 + e + 1 and
+        // 4 + e + 1; the −Σσ² order answers query 1 first (E-AURC 0), as does the top-1
+        // probability (its top-1 is now farther); the margin (3 for both) still ties.
+        let broad = GaussianEmbeddings::from_vecs(2, 1, vec![0.0, 10.0], vec![1.0, 0.0]).unwrap();
+        let top_b = ranked_lists(Distance::Csd, &broad, &g, 4, &opts).unwrap();
+        let (uq_b, ug_b) = (broad.mean_log_variances(), g.mean_log_variances());
+        let jb = Judged {
+            top: &top_b,
+            relevance: &r,
+            u_query: &uq_b,
+            u_gallery: &ug_b,
+        };
+        let out_b = evaluate_direction(
+            Direction::ImageToText,
+            Distance::Csd,
+            p,
+            &jb,
+            &jb,
+            &broad,
+            &g,
+            None,
+            &config,
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(out_b.eaurc(ConfidenceKind::Uncertainty, 1), Some(0.0));
+        assert_eq!(out_b.eaurc(ConfidenceKind::Top1Probability, 1), Some(0.0));
+        assert!((out_b.eaurc(ConfidenceKind::Margin, 1).unwrap() - 0.25).abs() < 1e-6);
         // Per finding: A holds both queries, B only the second (whose top-1 is right).
         assert_eq!(out.per_finding.len(), 2);
         assert_eq!(

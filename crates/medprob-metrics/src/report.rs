@@ -395,6 +395,7 @@ impl EvaluationReport {
                 );
             }
             s += "\n";
+            s += &self.confidence_markdown(kind);
         }
         if !self.oracles.is_empty() {
             s += "### Oracle references (instance recall, fractions)\n\nAn oracle that knows each study's group and nothing else ranks the query's group first in random order: its expected Recall@K is the mean of min(1, K/|group|). A reference, not a ceiling (a model that sees side or severity can beat the label oracle). Chance P@1 is the plausible P@1 of a random ranking.\n\n| oracle | groups | largest group | chance P@1 | R@1 | R@5 | R@10 |\n|---|---:|---:|---:|---:|---:|---:|\n";
@@ -499,6 +500,43 @@ impl EvaluationReport {
             s += "\n";
         }
         s
+    }
+
+    /// E-AURC at K = 1 under relevance `kind` for each confidence a method has, both
+    /// directions (empty when no method has the rows).
+    fn confidence_markdown(&self, kind: crate::relevance::RelevanceKind) -> String {
+        use crate::confidence::ConfidenceKind;
+        let mut s = String::from(
+            "E-AURC at K = 1 by confidence (↓; the excess risk over the best possible order when \
+             the surest queries are answered first; \"no variance\": a deterministic model):\n\n\
+             | method | direction | top-1 probability | top-1/top-2 margin | uncertainty (−Σσ²) |\n\
+             |---|---|---:|---:|---:|\n",
+        );
+        let mut rows = 0;
+        for m in &self.methods {
+            for d in [Direction::ImageToText, Direction::TextToImage] {
+                let Some(p) = m.plausible(kind, d) else {
+                    continue;
+                };
+                if p.by_confidence.is_empty() {
+                    continue;
+                }
+                let f = |c: ConfidenceKind| p.eaurc(c, 1).map(|v| format!("{v:.3}"));
+                s += &format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    m.method,
+                    d.short(),
+                    f(ConfidenceKind::Top1Probability).unwrap_or_else(|| "–".into()),
+                    f(ConfidenceKind::Margin).unwrap_or_else(|| "–".into()),
+                    f(ConfidenceKind::Uncertainty).unwrap_or_else(|| "no variance".into()),
+                );
+                rows += 1;
+            }
+        }
+        if rows == 0 {
+            return String::new();
+        }
+        s + "\n"
     }
 
     /// With and without the hub correction, per method (empty when no method has one).

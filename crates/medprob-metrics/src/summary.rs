@@ -20,6 +20,8 @@
 //! | `plausible_ece_i2t` | ECE (15 equal-width bins) of the top-1 match probability against "top-1 is plausible" |
 //! | `plausible_aurc_i2t_k1`, `plausible_augrc_i2t_k1` | risk–coverage with confidence = top-1 probability, loss = top-1 not plausible |
 //! | `plausible_eaurc_i2t_k1` | the same AURC minus that of the best possible order (the excess risk of the confidence) |
+//! | `unc_eaurc_i2t_k1` | the same E-AURC with the query's −Σσ² as the confidence (`null` without variance) |
+//! | `best_confidence_eaurc_i2t_k1` | the lowest E-AURC at K = 1 among top-1 probability, top-1/top-2 margin and −Σσ² |
 //! | `sgr_coverage_i2t_k5` | test coverage of selection with guaranteed risk fitted on validation (loss: no plausible hit in the top 5) |
 //! | `zero_shot_mean_auroc` | mean AUROC over the findings with at least 10 positive test studies, with the prompts of `zero_shot.prompts` in `metrics.json` (mined from the training reports by default) |
 //! | `zero_shot_auroc_pleural_effusion`, `zero_shot_auroc_cardiomegaly` | per finding |
@@ -36,6 +38,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::confidence::ConfidenceKind;
 use crate::oracle::OracleRecall;
 use crate::relevance::RelevanceKind;
 use crate::report::{Direction, EvaluationReport, MethodReport};
@@ -123,6 +126,20 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
     out.insert("plausible_aurc_i2t_k1".into(), num(k1.map(|r| r.aurc)));
     out.insert("plausible_augrc_i2t_k1".into(), num(k1.map(|r| r.augrc)));
     out.insert("plausible_eaurc_i2t_k1".into(), num(k1.map(|r| r.eaurc)));
+    out.insert(
+        "unc_eaurc_i2t_k1".into(),
+        num(p.and_then(|p| p.eaurc(ConfidenceKind::Uncertainty, 1))),
+    );
+    out.insert(
+        "best_confidence_eaurc_i2t_k1".into(),
+        num(p.and_then(|p| {
+            p.by_confidence
+                .iter()
+                .filter(|c| c.k == 1 && c.eaurc.is_finite())
+                .map(|c| c.eaurc)
+                .reduce(f64::min)
+        })),
+    );
     let sgr = p.and_then(|p| {
         p.selective.iter().find(|s| {
             s.k == 5 && matches!(s.guarantee, Guarantee::SelectiveRiskWithProbability { .. })

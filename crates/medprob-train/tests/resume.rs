@@ -421,6 +421,7 @@ fn evaluation_is_deterministic_and_retrieval_answers() {
         "plausible_aurc_i2t_k1",
         "plausible_augrc_i2t_k1",
         "plausible_eaurc_i2t_k1",
+        "best_confidence_eaurc_i2t_k1",
         "sgr_coverage_i2t_k5",
         "hub_max_share_i2t",
     ] {

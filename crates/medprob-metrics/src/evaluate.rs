@@ -558,12 +558,26 @@ pub fn evaluate_retrieval(
         Vec::new()
     };
 
+    let ambiguity = match (scoring.probabilistic, test.image_labels, test.text_labels) {
+        (true, Some(il), Some(tl)) => Some(crate::ambiguity::AmbiguityReport::new(
+            crate::ambiguity::Side {
+                labels: il,
+                embeddings: test.images,
+            },
+            crate::ambiguity::Side {
+                labels: tl,
+                embeddings: test.texts,
+            },
+        )?),
+        _ => None,
+    };
     Ok(MethodReport {
         method: method.to_string(),
         score: score_name.to_string(),
         probability: probability_text,
         match_probability: probability,
         distance_probability: distance_only,
+        ambiguity,
         plausible,
         hubness,
         retrieval,

@@ -12,6 +12,7 @@
 //! | [`oracle`] | the expected recall of an oracle that knows each study's group |
 //! | [`hubness`] | `N_k` skewness and the largest hub's share |
 //! | [`zero_shot`] | prompt-based classification of 13 findings: AUROC, accuracy |
+//! | [`ambiguity`] | Spearman ρ of Σσ² against the label group size (does the variance track ambiguity?) |
 //! | [`auroc`] | area under the ROC curve |
 //! | [`calibration`] | ECE (equal width, equal mass), Brier, NLL, reliability diagram |
 //! | [`confidence`] | the three confidence functions of a retrieval answer |
@@ -24,6 +25,7 @@
 //! [`report`] gathers them into one serialisable [`EvaluationReport`] (JSON and Markdown)
 //! and [`plot`] draws its figures (PNG or SVG). Formulas and data rules: SPEC §6–8.
 
+pub mod ambiguity;
 pub mod auroc;
 pub mod calibration;
 mod check;

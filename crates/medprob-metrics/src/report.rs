@@ -117,6 +117,9 @@ pub struct MethodReport {
     /// images it fits, not whether this image shows the finding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance_probability: Option<medprob_core::MatchProbability>,
+    /// Σσ² against the label group size (probabilistic methods on labelled test splits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ambiguity: Option<crate::ambiguity::AmbiguityReport>,
     pub retrieval: RetrievalReport,
     pub label_retrieval: Vec<LabelRetrieval>,
     /// Zero-shot classification with the prompts of [`ZeroShotReport::prompts`]: sentences
@@ -536,7 +539,28 @@ impl EvaluationReport {
         if rows == 0 {
             return String::new();
         }
-        s + "\n"
+        s += "\n";
+        let amb: Vec<_> = self
+            .methods
+            .iter()
+            .filter_map(|m| m.ambiguity.as_ref().map(|a| (m, a)))
+            .collect();
+        if !amb.is_empty() && kind == crate::relevance::RelevanceKind::Labels {
+            s += "Does the variance track ambiguity? Spearman ρ of Σσ², and of the mean log-variance the match probability reads, against the group size (test studies with the same positive label set; positive: bigger groups, more variance):\n\n| method | studies | ρ images Σσ² | ρ reports Σσ² | ρ images mean log σ² | ρ reports mean log σ² |\n|---|---:|---:|---:|---:|---:|\n";
+            for (m, a) in amb {
+                s += &format!(
+                    "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                    m.method,
+                    a.studies,
+                    a.rho_image_group,
+                    a.rho_text_group,
+                    a.rho_image_group_log_var,
+                    a.rho_text_group_log_var
+                );
+            }
+            s += "\n";
+        }
+        s
     }
 
     /// With and without the hub correction, per method (empty when no method has one).

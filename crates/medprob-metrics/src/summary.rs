@@ -20,6 +20,8 @@
 //! | `plausible_ece_i2t` | ECE (15 equal-width bins) of the top-1 match probability against "top-1 is plausible" |
 //! | `plausible_aurc_i2t_k1`, `plausible_augrc_i2t_k1` | risk–coverage with confidence = top-1 probability, loss = top-1 not plausible |
 //! | `plausible_eaurc_i2t_k1` | the same AURC minus that of the best possible order (the excess risk of the confidence) |
+//! | `unc_rho_image_group`, `unc_rho_text_group` | Spearman ρ of Σσ² against the label group size on test (`null` without variance) |
+//! | `unc_rho_image_group_log_var`, `unc_rho_text_group_log_var` | the same with the mean log-variance (what the match probability reads) |
 //! | `unc_eaurc_i2t_k1` | the same E-AURC with the query's −Σσ² as the confidence (`null` without variance) |
 //! | `best_confidence_eaurc_i2t_k1` | the lowest E-AURC at K = 1 among top-1 probability, top-1/top-2 margin and −Σσ² |
 //! | `sgr_coverage_i2t_k5` | test coverage of selection with guaranteed risk fitted on validation (loss: no plausible hit in the top 5) |
@@ -126,6 +128,22 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
     out.insert("plausible_aurc_i2t_k1".into(), num(k1.map(|r| r.aurc)));
     out.insert("plausible_augrc_i2t_k1".into(), num(k1.map(|r| r.augrc)));
     out.insert("plausible_eaurc_i2t_k1".into(), num(k1.map(|r| r.eaurc)));
+    out.insert(
+        "unc_rho_image_group".into(),
+        num(m.ambiguity.as_ref().map(|a| a.rho_image_group)),
+    );
+    out.insert(
+        "unc_rho_text_group".into(),
+        num(m.ambiguity.as_ref().map(|a| a.rho_text_group)),
+    );
+    out.insert(
+        "unc_rho_image_group_log_var".into(),
+        num(m.ambiguity.as_ref().map(|a| a.rho_image_group_log_var)),
+    );
+    out.insert(
+        "unc_rho_text_group_log_var".into(),
+        num(m.ambiguity.as_ref().map(|a| a.rho_text_group_log_var)),
+    );
     out.insert(
         "unc_eaurc_i2t_k1".into(),
         num(p.and_then(|p| p.eaurc(ConfidenceKind::Uncertainty, 1))),

@@ -791,41 +791,7 @@ impl SectionTower {
     }
 }
 
-/// Spearman's rank correlation of `x` and `y` (average ranks for ties); NaN when either
-/// is constant or fewer than 2 values are given.
-pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
-    fn ranks(v: &[f64]) -> Vec<f64> {
-        let mut order: Vec<usize> = (0..v.len()).collect();
-        order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-        let mut r = vec![0.0; v.len()];
-        let mut i = 0;
-        while i < order.len() {
-            let mut j = i;
-            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-                j += 1;
-            }
-            let mid = (i + j) as f64 / 2.0 + 1.0;
-            for &k in &order[i..=j] {
-                r[k] = mid;
-            }
-            i = j + 1;
-        }
-        r
-    }
-    if x.len() != y.len() || x.len() < 2 {
-        return f64::NAN;
-    }
-    let (rx, ry) = (ranks(x), ranks(y));
-    let n = x.len() as f64;
-    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in rx.iter().zip(&ry) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx) * (a - mx);
-        syy += (b - my) * (b - my);
-    }
-    sxy / (sxx * syy).sqrt()
-}
+pub use medprob_metrics::ambiguity::spearman;
 
 #[cfg(test)]
 mod tests {
@@ -876,16 +842,6 @@ mod tests {
         let e = split_pairs(&dup, 7, 0.1, 0.2).unwrap_err().to_string();
         assert!(e.contains("\"s3\" appears twice"), "{e}");
         assert!(split_pairs(&pairs, 7, 0.6, 0.2).is_err());
-    }
-
-    #[test]
-    fn spearman_matches_hand_computed_values() {
-        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
-        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
-        // Ties get average ranks: x ranks (1.5, 1.5, 3), y ranks (1, 2, 3).
-        let r = spearman(&[5.0, 5.0, 9.0], &[1.0, 2.0, 3.0]);
-        assert!((r - 0.866_025_403_784_438_6).abs() < 1e-12, "{r}");
-        assert!(spearman(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
     }
 
     #[test]

@@ -284,13 +284,16 @@ impl GaussianEmbeddings {
         self
     }
 
-    /// Each item's mean log-variance `mean_d v_d` (computed in `f64`): the uncertainty a
+    /// Item `i`'s mean log-variance `mean_d v_d` (computed in `f64`): the uncertainty a
     /// [`crate::MatchProbability`] may read.
+    pub fn mean_log_variance(&self, i: usize) -> f64 {
+        let v = self.row(i).1;
+        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
+    }
+
+    /// [`GaussianEmbeddings::mean_log_variance`] of every item.
     pub fn mean_log_variances(&self) -> Vec<f64> {
-        self.log_var
-            .axis_iter(Axis(0))
-            .map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64)
-            .collect()
+        (0..self.len()).map(|i| self.mean_log_variance(i)).collect()
     }
 
     /// Per-item uncertainty summaries (computed in `f64`).

@@ -816,7 +816,6 @@ impl GaussianIndex {
         let top = self.search(queries, k, options)?;
         let uncertainty = queries.uncertainty();
         let calibration = self.info.match_probability;
-        let reads = calibration.is_some_and(|c| c.reads_uncertainty());
         Ok((0..queries.len())
             .map(|i| {
                 let hits: Vec<IndexHit> = top
@@ -829,15 +828,10 @@ impl GaussianIndex {
                         row,
                         distance,
                         probability: calibration.map(|c| {
-                            let u_hit = if reads {
-                                self.mean_log_variance(row)
-                            } else {
-                                0.0
-                            };
                             c.probability_of(
                                 distance as f64,
                                 uncertainty[i].mean_log_variance,
-                                u_hit,
+                                self.mean_log_variance(row),
                             )
                         }),
                     })

@@ -13,6 +13,19 @@ pub(crate) fn len(what: &'static str, expected: usize, got: usize) -> Result<()>
     Ok(())
 }
 
+/// Every value finite.
+pub(crate) fn finite(what: &'static str, values: &[f64]) -> Result<()> {
+    match values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        Some((index, &value)) => Err(MetricsError::BadValue {
+            what,
+            index,
+            value,
+            reason: "not finite",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Per-query confidences (no NaN: they must be ordered) and losses in `[0, 1]`, one each.
 pub(crate) fn confidence_and_loss(
     what: &'static str,

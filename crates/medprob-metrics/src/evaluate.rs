@@ -154,14 +154,15 @@ fn top1_probabilities(
     u_query: &[f64],
     u_gallery: &[f64],
 ) -> (Vec<f64>, Vec<bool>) {
-    let (_, correct) = top1_outcomes(ranks);
-    let p = ranks
+    ranks
         .iter()
         .enumerate()
         .filter(|(_, r)| r.rank.is_some())
-        .map(|(q, r)| probability.probability_of(r.top1.1 as f64, u_query[q], u_gallery[r.top1.0]))
-        .collect();
-    (p, correct)
+        .map(|(q, r)| {
+            let p = probability.probability_of(r.top1.1 as f64, u_query[q], u_gallery[r.top1.0]);
+            (p, r.hit(1))
+        })
+        .unzip()
 }
 
 /// The first results of one split's queries, both ways, and each item's mean log-variance.

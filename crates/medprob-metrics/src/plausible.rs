@@ -467,13 +467,18 @@ impl Judged<'_> {
         Ok(())
     }
 
-    /// `p`'s probability of query `q`'s hit at `rank`.
-    pub fn probability(&self, p: MatchProbability, q: usize, rank: usize) -> f64 {
-        p.probability_of(
+    /// `p`'s logit of query `q`'s hit at `rank`.
+    pub fn logit(&self, p: MatchProbability, q: usize, rank: usize) -> f64 {
+        p.logit_of(
             self.top.distances[[q, rank]] as f64,
             self.u_query[q],
             self.u_gallery[self.top.indices[[q, rank]]],
         )
+    }
+
+    /// `p`'s probability of query `q`'s hit at `rank`.
+    pub fn probability(&self, p: MatchProbability, q: usize, rank: usize) -> f64 {
+        medprob_core::sigmoid(self.logit(p, q, rank))
     }
 }
 
@@ -594,13 +599,7 @@ pub fn evaluate_direction(
     // Each confidence at K = 1: the top-1 probability, the logit margin between the first
     // two hits, and the query's −Σσ² where its variance says anything.
     let loss_1 = losses(test, &q_t, 1);
-    let logit = |q: usize, rank: usize| {
-        probability.logit_of(
-            test.top.distances[[q, rank]] as f64,
-            test.u_query[q],
-            test.u_gallery[test.top.indices[[q, rank]]],
-        )
-    };
+    let logit = |q: usize, rank: usize| test.logit(probability, q, rank);
     let mut kinds: Vec<(ConfidenceKind, Vec<f64>)> =
         vec![(ConfidenceKind::Top1Probability, p_t.clone())];
     if test.top.indices.ncols() >= 2 {

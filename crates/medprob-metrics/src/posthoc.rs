@@ -131,28 +131,12 @@ pub fn fit_match_probability_with_uncertainty(
         distances.len(),
         u_hit.len(),
     )?;
-    for (what, v) in [("u_query", u_query), ("u_hit", u_hit)] {
-        if let Some((i, &x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-            return Err(MetricsError::BadValue {
-                what: if what == "u_query" {
-                    "fit_match_probability_with_uncertainty: u_query"
-                } else {
-                    "fit_match_probability_with_uncertainty: u_hit"
-                },
-                index: i,
-                value: x,
-                reason: "not finite",
-            });
-        }
-    }
+    crate::check::finite("fit_match_probability_with_uncertainty: u_query", u_query)?;
+    crate::check::finite("fit_match_probability_with_uncertainty: u_hit", u_hit)?;
     let varies = |v: &[f64]| v.iter().any(|&x| x != v[0]);
-    let (use_q, use_h) = (
-        !u_query.is_empty() && varies(u_query),
-        !u_hit.is_empty() && varies(u_hit),
-    );
-    let plain = fit_match_probability(distances, outcomes)?;
+    let (use_q, use_h) = (varies(u_query), varies(u_hit));
     if !use_q && !use_h {
-        return Ok(plain);
+        return fit_match_probability(distances, outcomes);
     }
     let neg_d: Vec<f64> = distances.iter().map(|&d| -d).collect();
     let mut columns: Vec<&[f64]> = vec![&neg_d];
@@ -172,17 +156,17 @@ pub fn fit_match_probability_with_uncertainty(
         w = std::iter::once(a).chain(rest).collect();
         a
     };
-    let b = *w.last().expect("a bias");
-    let mut next = 1;
-    let mut take = |used: bool| {
+    // w = [a, q if used, h if used, b].
+    let b = w[w.len() - 1];
+    let mut fitted = w[1..w.len() - 1].iter().copied();
+    let mut weight = |used: bool| {
         if used {
-            next += 1;
-            w[next - 1]
+            fitted.next().expect("a weight")
         } else {
             0.0
         }
     };
-    let (q, h) = (take(use_q), take(use_h));
+    let (q, h) = (weight(use_q), weight(use_h));
     Ok(medprob_core::MatchProbability::new(a, b)?.with_uncertainty(q, h)?)
 }
 
@@ -319,14 +303,7 @@ fn fit(s: &[f64], y: &[bool], with_shift: bool) -> Result<Platt> {
             detail: "no validation pairs",
         });
     }
-    if let Some((i, &v)) = s.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(MetricsError::BadValue {
-            what: "Platt::fit: score",
-            index: i,
-            value: v,
-            reason: "not finite",
-        });
-    }
+    crate::check::finite("Platt::fit: score", s)?;
     let n = s.len() as f64;
     let loss = |a: f64, b: f64| -> f64 {
         s.iter()

@@ -128,22 +128,21 @@ pub fn method_summary(report: &EvaluationReport, m: &MethodReport) -> Map<String
     out.insert("plausible_aurc_i2t_k1".into(), num(k1.map(|r| r.aurc)));
     out.insert("plausible_augrc_i2t_k1".into(), num(k1.map(|r| r.augrc)));
     out.insert("plausible_eaurc_i2t_k1".into(), num(k1.map(|r| r.eaurc)));
-    out.insert(
-        "unc_rho_image_group".into(),
-        num(m.ambiguity.as_ref().map(|a| a.rho_image_group)),
-    );
-    out.insert(
-        "unc_rho_text_group".into(),
-        num(m.ambiguity.as_ref().map(|a| a.rho_text_group)),
-    );
-    out.insert(
-        "unc_rho_image_group_log_var".into(),
-        num(m.ambiguity.as_ref().map(|a| a.rho_image_group_log_var)),
-    );
-    out.insert(
-        "unc_rho_text_group_log_var".into(),
-        num(m.ambiguity.as_ref().map(|a| a.rho_text_group_log_var)),
-    );
+    let a = m.ambiguity.as_ref();
+    for (key, rho) in [
+        ("unc_rho_image_group", a.map(|a| a.rho_image_group)),
+        ("unc_rho_text_group", a.map(|a| a.rho_text_group)),
+        (
+            "unc_rho_image_group_log_var",
+            a.map(|a| a.rho_image_group_log_var),
+        ),
+        (
+            "unc_rho_text_group_log_var",
+            a.map(|a| a.rho_text_group_log_var),
+        ),
+    ] {
+        out.insert(key.into(), num(rho));
+    }
     out.insert(
         "unc_eaurc_i2t_k1".into(),
         num(p.and_then(|p| p.eaurc(ConfidenceKind::Uncertainty, 1))),

@@ -461,7 +461,7 @@ impl Retriever {
             self.k.min(gallery.len()),
             &TopKOptions::default(),
         )?;
-        let (u_query, u_gallery) = (q.mean_log_variances()[0], gallery.mean_log_variances());
+        let u_query = q.mean_log_variance(0);
         let hits: Vec<Hit> = top
             .indices
             .row(0)
@@ -472,8 +472,11 @@ impl Retriever {
                 Hit::new(
                     item.study_id.clone(),
                     d as f64,
-                    self.calibration
-                        .probability_of(d as f64, u_query, u_gallery[j]),
+                    self.calibration.probability_of(
+                        d as f64,
+                        u_query,
+                        gallery.mean_log_variance(j),
+                    ),
                     Some(item),
                     query,
                     truth,
